@@ -1,0 +1,50 @@
+# dagwright: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help deps install binaries lint format typecheck test unit demo bench crds clean
+
+help:
+	@echo "make demo   - local cluster + Redis + operator + API, runs examples/training-pipeline.yaml"
+	@echo "make test   - lint, type checks and the whole test suite (real cluster and Redis)"
+	@echo "make bench  - benchmarks (bench/), not part of make test"
+
+# System packages (redis-server) and the Python virtualenv.
+deps:
+	@hack/ensure-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: deps $(VENV)/.installed
+
+# Builds kube-apiserver & co, etcd, kwok and helm from Go modules, once, into
+# ~/.cache/dagwright (or $$DAGWRIGHT_CACHE), keyed by version.
+binaries: install
+	$(PY) -m dagwright.devcluster.build
+
+lint: install
+	$(VENV)/bin/ruff check dagwright tests
+	$(VENV)/bin/ruff format --check dagwright tests
+	$(VENV)/bin/lint-imports
+
+format: install
+	$(VENV)/bin/ruff format dagwright tests
+	$(VENV)/bin/ruff check --fix dagwright tests
+
+typecheck: install
+	$(VENV)/bin/mypy dagwright tests
+
+unit: install
+	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)
+
+test: lint typecheck binaries
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

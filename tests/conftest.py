@@ -1,0 +1,213 @@
+"""Fixtures: a real Kubernetes control plane and a real Redis for every run.
+
+``cluster`` uses the cluster in ``$KUBECONFIG`` when the caller set one (kind,
+or any real cluster) and otherwise starts the local control plane built from
+the upstream Go modules. Either way a KWOK controller of this session plays
+the kubelets of the nodes the tests create, so tests never touch real nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis.asyncio as aioredis
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from dagwright.devcluster.build import ensure_binary
+from dagwright.devcluster.cluster import ClusterSettings, Kwok, LocalCluster
+from dagwright.devcluster.nodes import node_manifest
+from dagwright.devcluster.redis_server import RedisServer
+
+T = TypeVar("T")
+
+
+@dataclass
+class TestCluster:
+    kubeconfig: Path
+    kwok: Kwok
+    local: LocalCluster | None
+    # Upper bound on how long after its kubelet dies a node turns NotReady.
+    node_death_seconds: float
+
+    __test__ = False  # not a test class, despite the name
+
+
+def _grace_seconds(duration: str) -> float:
+    return float(duration.rstrip("s"))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[TestCluster]:
+    external = os.environ.get("KUBECONFIG")
+    if external:
+        workdir = Path(tempfile.mkdtemp(prefix="dagwright-kwok-"))
+        kwok = Kwok(
+            binary=ensure_binary("kwok"),
+            kubeconfig=Path(external),
+            workdir=workdir,
+            tag=f"dagwright-test-{secrets.token_hex(3)}",
+            node_lease_seconds=40,
+        )
+        kwok.start()
+        print(f"\ndagwright tests: using the cluster in KUBECONFIG={external}")
+        try:
+            # Upstream default grace (50 s) plus the lease and a monitor period.
+            yield TestCluster(Path(external), kwok, None, node_death_seconds=100)
+        finally:
+            kwok.stop()
+        return
+    settings = ClusterSettings()
+    with LocalCluster(settings=settings) as local:
+        assert local.kwok is not None
+        print(f"\ndagwright tests: started a local control plane at {local.server}")
+        yield TestCluster(
+            local.kubeconfig,
+            local.kwok,
+            local,
+            node_death_seconds=settings.node_lease_seconds
+            + _grace_seconds(settings.node_monitor_grace_period)
+            + 5,
+        )
+
+
+@pytest.fixture(scope="session")
+async def kube(cluster: TestCluster) -> AsyncIterator[client.ApiClient]:
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+@pytest.fixture(scope="session")
+def core(kube: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube)
+
+
+async def wait_for(
+    what: str,
+    probe: Callable[[], Awaitable[T | None]],
+    within: float = 30.0,
+    interval: float = 0.1,
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what``."""
+    deadline = time.monotonic() + within
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+async def namespace(core: client.CoreV1Api) -> AsyncIterator[str]:
+    """A fresh namespace per test, ready for pods, deleted afterwards."""
+    name = f"t-{secrets.token_hex(4)}"
+    await core.create_namespace(
+        body={"metadata": {"name": name, "labels": {"dagwright.io/test": "true"}}}
+    )
+
+    async def service_account() -> bool:
+        try:
+            await core.read_namespaced_service_account("default", name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    await wait_for(f"the default ServiceAccount in {name}", service_account)
+    try:
+        yield name
+    finally:
+        await core.delete_namespace(name)
+
+
+@dataclass
+class Nodes:
+    """Creates simulated nodes for one test and deletes them afterwards."""
+
+    core: client.CoreV1Api
+    cluster: TestCluster
+    created: list[str] = field(default_factory=list)
+
+    async def create(
+        self,
+        labels: dict[str, str] | None = None,
+        *,
+        isolated: bool = False,
+        wait_ready: bool = True,
+        **resources: Any,
+    ) -> str:
+        """A new KWOK node. ``isolated`` gives it a KWOK controller of its own
+        that ``kill(name)`` can stop, as a dead kubelet."""
+        name = f"kwok-{secrets.token_hex(4)}"
+        kwok = self.cluster.kwok
+        tag = kwok.isolated_tag() if isolated else kwok.tag
+        await self.core.create_node(body=node_manifest(name, tag=tag, labels=labels, **resources))
+        self.created.append(name)
+        if isolated:
+            kwok.isolate(name)
+        if wait_ready:
+            await wait_for(f"node {name} Ready", lambda: self.ready(name))
+        return name
+
+    async def ready(self, name: str) -> bool:
+        node = await self.core.read_node(name)
+        return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+    def kill(self, name: str) -> None:
+        self.cluster.kwok.kill_node(name)
+
+    async def delete_all(self) -> None:
+        for name in self.created:
+            proc = self.cluster.kwok.isolated.pop(name, None)
+            if proc is not None:
+                proc.stop()
+            try:
+                await self.core.delete_node(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+@pytest.fixture
+async def nodes(core: client.CoreV1Api, cluster: TestCluster) -> AsyncIterator[Nodes]:
+    helper = Nodes(core, cluster)
+    try:
+        yield helper
+    finally:
+        await helper.delete_all()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's real Redis, flushed before each test."""
+    conn = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await conn.flushall()
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
