@@ -1,0 +1,327 @@
+"""The scheduling decision: a snapshot in, the next state and actions out.
+
+``reconcile`` is pure and total: given what the operator knows of one
+execution (job states, observed pods, the clock, the user's controls) it
+returns the new job states, the side effects to perform (create or delete a
+pod, record an event) and when it wants to be called again. The shell applies
+the actions idempotently and persists the states; calling ``reconcile`` again
+with the same inputs changes nothing.
+
+Invariants (property-tested in tests/core):
+- a job starts only when every dependency has succeeded;
+- never more than ``parallelism`` attempts of the execution are alive;
+- an attempt never starts while the job's previous attempt may still be running;
+- a job that succeeded never starts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from dagwright.core.graph import Dag, Job
+from dagwright.core.spec import Shutdown
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
+
+# A created pod the watch has not shown us after this long is created again
+# (idempotent: AlreadyExists means it was there after all).
+RECREATE_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class StartPod:
+    job: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    job: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    """A Kubernetes Event on the execution."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+Action = StartPod | DeletePod | Emit
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    dag: Dag
+    jobs: Mapping[str, JobState]
+    pods: Mapping[tuple[str, int], PodObservation]
+    now: float
+    parallelism: int
+    suspend: bool = False
+    shutdown: Shutdown | None = None
+
+
+@dataclass
+class Plan:
+    jobs: dict[str, JobState]
+    changed: set[str] = field(default_factory=set)
+    actions: list[Action] = field(default_factory=list)
+    phase: ExecutionPhase = ExecutionPhase.PENDING
+    message: str = ""
+    wake_at: float | None = None
+
+    def set(self, name: str, state: JobState) -> None:
+        if state != self.jobs[name]:
+            self.jobs[name] = state
+            self.changed.add(name)
+
+    def wake(self, at: float) -> None:
+        self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
+
+
+def reconcile(snap: Snapshot) -> Plan:
+    plan = Plan(jobs={name: snap.jobs.get(name, JobState()) for name in snap.dag.jobs})
+    for job in snap.dag.jobs.values():
+        _observe(snap, plan, job)
+    _apply_shutdown(snap, plan)
+    _propagate(snap, plan)
+    _start(snap, plan)
+    plan.phase, plan.message = _phase(snap, plan)
+    return plan
+
+
+def _pod(snap: Snapshot, name: str, attempt: int) -> PodObservation | None:
+    return snap.pods.get((name, attempt))
+
+
+def _alive(snap: Snapshot, name: str, state: JobState) -> bool:
+    """May the job's latest attempt still be running (or about to)?"""
+    if state.phase in (JobPhase.STARTING, JobPhase.RUNNING):
+        return True
+    pod = _pod(snap, name, state.attempt) if state.attempt else None
+    return pod is not None and pod.alive
+
+
+def _fail_attempt(
+    snap: Snapshot, plan: Plan, job: Job, state: JobState, why: str, exit_code: int | None
+) -> None:
+    failures = state.failures + 1
+    label = f"job {job.name} attempt {state.attempt}"
+    # Stop/Terminate: a failed attempt is not retried, that would start something new.
+    if failures > job.retries or snap.shutdown is not None:
+        message = (
+            f"{why}; no retries left ({job.retries} allowed)" if failures > job.retries else why
+        )
+        plan.set(
+            job.name,
+            replace(
+                state,
+                phase=JobPhase.FAILED,
+                failures=failures,
+                finished_at=snap.now,
+                exit_code=exit_code,
+                message=message,
+            ),
+        )
+        plan.actions.append(Emit("JobFailed", f"{label}: {message}", warning=True))
+        return
+    delay = job.backoff.delay(failures)
+    plan.set(
+        job.name,
+        replace(
+            state,
+            phase=JobPhase.BACKOFF,
+            failures=failures,
+            not_before=snap.now + delay,
+            finished_at=snap.now,
+            exit_code=exit_code,
+            message=why,
+        ),
+    )
+    plan.wake(snap.now + delay)
+    plan.actions.append(
+        Emit(
+            "JobRetrying",
+            f"{label}: {why}; retry {failures}/{job.retries} in {delay:g}s",
+            warning=True,
+        )
+    )
+
+
+def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
+    """Advance one job from what its current pod shows."""
+    state = plan.jobs[job.name]
+    if state.phase not in (JobPhase.STARTING, JobPhase.RUNNING):
+        # An attempt we gave up on (timeout, terminate) must actually stop;
+        # asking again is harmless if an earlier delete was lost.
+        stale = _pod(snap, job.name, state.attempt) if state.attempt else None
+        if stale is not None and stale.alive and not stale.deleting:
+            plan.actions.append(DeletePod(job.name, state.attempt, state.message or "superseded"))
+        if state.phase is JobPhase.BACKOFF and snap.now < state.not_before:
+            plan.wake(state.not_before)
+        return
+    pod = _pod(snap, job.name, state.attempt)
+    label = f"job {job.name} attempt {state.attempt}"
+    if pod is None:
+        if state.phase is JobPhase.RUNNING:
+            _fail_attempt(snap, plan, job, state, "pod deleted while running", None)
+            return
+        # STARTING: not seen yet (watch lag), or deleted before it ran.
+        created = state.created_at or 0.0
+        if snap.now - created >= RECREATE_AFTER_SECONDS:
+            plan.set(job.name, replace(state, created_at=snap.now))
+            plan.actions.append(StartPod(job.name, state.attempt))
+            plan.wake(snap.now + RECREATE_AFTER_SECONDS)
+        else:
+            plan.wake(created + RECREATE_AFTER_SECONDS)
+        return
+    if pod.phase is PodPhase.SUCCEEDED:
+        plan.set(
+            job.name,
+            replace(
+                state,
+                phase=JobPhase.SUCCEEDED,
+                started_at=state.started_at or pod.started_at,
+                finished_at=pod.finished_at or snap.now,
+                exit_code=0,
+                message="",
+            ),
+        )
+        plan.actions.append(Emit("JobSucceeded", f"{label} succeeded"))
+        return
+    if pod.phase is PodPhase.FAILED:
+        why = (
+            f"exit code {pod.exit_code}"
+            if pod.exit_code is not None
+            else (pod.reason or "pod failed")
+        )
+        _fail_attempt(
+            snap,
+            plan,
+            job,
+            replace(state, started_at=state.started_at or pod.started_at),
+            why,
+            pod.exit_code,
+        )
+        return
+    if pod.phase is PodPhase.RUNNING:
+        started = state.started_at or pod.started_at or snap.now
+        if state.phase is JobPhase.STARTING:
+            state = replace(state, phase=JobPhase.RUNNING, started_at=started)
+            plan.set(job.name, state)
+            plan.actions.append(Emit("JobStarted", f"{label} running on {pod.node or 'a node'}"))
+        deadline = started + job.timeout_seconds
+        if snap.now >= deadline:
+            plan.actions.append(DeletePod(job.name, state.attempt, "timeout"))
+            _fail_attempt(snap, plan, job, state, f"timed out after {job.timeout_seconds:g}s", None)
+        else:
+            plan.wake(deadline)
+
+
+def _apply_shutdown(snap: Snapshot, plan: Plan) -> None:
+    if snap.shutdown is None:
+        return
+    for name, state in plan.jobs.items():
+        if state.phase.terminal:
+            continue
+        active = state.phase in (JobPhase.STARTING, JobPhase.RUNNING)
+        if active and snap.shutdown is Shutdown.STOP:
+            continue  # let it finish
+        if active:
+            plan.actions.append(DeletePod(name, state.attempt, "terminated"))
+        plan.set(
+            name,
+            replace(
+                state,
+                phase=JobPhase.CANCELLED,
+                finished_at=snap.now,
+                message=f"{snap.shutdown.value} requested",
+            ),
+        )
+
+
+def _propagate(snap: Snapshot, plan: Plan) -> None:
+    """Waiting jobs become Ready or Skipped; topological order makes one pass enough."""
+    for job in snap.dag.jobs.values():
+        state = plan.jobs[job.name]
+        if state.phase is JobPhase.WAITING:
+            parents = [plan.jobs[p] for p in job.depends_on]
+            broken = [p for p in job.depends_on if plan.jobs[p].phase in _BROKEN]
+            if broken:
+                plan.set(
+                    job.name,
+                    replace(
+                        state,
+                        phase=JobPhase.SKIPPED,
+                        finished_at=snap.now,
+                        message=f"upstream job {broken[0]} {plan.jobs[broken[0]].phase.value.lower()}",
+                    ),
+                )
+            elif all(p.phase is JobPhase.SUCCEEDED for p in parents):
+                plan.set(job.name, replace(state, phase=JobPhase.READY, ready_at=snap.now))
+        elif state.phase is JobPhase.BACKOFF and snap.now >= state.not_before:
+            plan.set(job.name, replace(state, phase=JobPhase.READY, ready_at=snap.now))
+
+
+_BROKEN = frozenset({JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
+
+
+def _start(snap: Snapshot, plan: Plan) -> None:
+    if snap.suspend or snap.shutdown is not None:
+        return
+    alive = sum(1 for name, state in plan.jobs.items() if _alive(snap, name, state))
+    free = snap.parallelism - alive
+    if free <= 0:
+        return
+    ready = [
+        job
+        for job in snap.dag.jobs.values()
+        if plan.jobs[job.name].phase is JobPhase.READY
+        # The previous attempt's pod may still be stopping (a timeout, say).
+        and not _alive(snap, job.name, plan.jobs[job.name])
+    ]
+    ready.sort(key=lambda job: (-job.priority, job.index))
+    for job in ready[:free]:
+        state = plan.jobs[job.name]
+        attempt = state.attempt + 1
+        plan.set(
+            job.name,
+            replace(
+                state,
+                phase=JobPhase.STARTING,
+                attempt=attempt,
+                created_at=snap.now,
+                started_at=None,
+                finished_at=None,
+                exit_code=None,
+            ),
+        )
+        plan.actions.append(StartPod(job.name, attempt))
+        plan.wake(snap.now + RECREATE_AFTER_SECONDS)
+
+
+def _phase(snap: Snapshot, plan: Plan) -> tuple[ExecutionPhase, str]:
+    states = plan.jobs
+    alive = any(_alive(snap, name, s) for name, s in states.items())
+    if all(s.phase.terminal for s in states.values()) and not alive:
+        failed = [name for name, s in states.items() if s.phase is JobPhase.FAILED]
+        if failed:
+            first = failed[0]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            return ExecutionPhase.FAILED, f"job {first} failed: {states[first].message}{more}"
+        if any(s.phase is JobPhase.CANCELLED for s in states.values()):
+            return (
+                ExecutionPhase.CANCELLED,
+                f"{snap.shutdown.value if snap.shutdown else 'cancel'} requested",
+            )
+        return ExecutionPhase.SUCCEEDED, f"all {len(states)} jobs succeeded"
+    if snap.shutdown is not None:
+        return ExecutionPhase.RUNNING, f"{snap.shutdown.value} requested; waiting for running jobs"
+    if snap.suspend:
+        return ExecutionPhase.SUSPENDED, "suspended: no new jobs start"
+    if any(s.attempt > 0 for s in states.values()):
+        return ExecutionPhase.RUNNING, ""
+    return ExecutionPhase.PENDING, ""

@@ -1,0 +1,150 @@
+"""The DAGExecution and WorkerPool specs: the one canonical source from which
+the CRDs are generated (``dagwright.crdgen``) and requests are validated.
+
+Field names are camelCase on the wire (Kubernetes convention) and snake_case
+in Python. Everything a schema can check is checked here, so that the CRD
+rejects it at ``kubectl apply`` time; what needs the whole graph (cycles,
+unknown dependencies) lives in ``graph.py``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+
+from dagwright.core.durations import DURATION_PATTERN, parse_duration
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_JOBS = 10_000
+MAX_DEPENDENCIES = 100
+KNOWN_CAPABILITIES = ("cpu", "gpu", "high-memory", "ssd", "network")
+
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
+Capability = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+Priority = Annotated[int, Field(ge=1, le=10)]
+Quantity = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([eE][0-9]+|[numkMGTPE]i?)?$", max_length=32)
+]
+ResourceName = Annotated[
+    str, StringConstraints(pattern=r"^([a-z0-9.-]+/)?[a-zA-Z0-9._-]+$", max_length=253)
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class Backoff(Model):
+    """Delay before retry n (n = 1, 2, ...): ``initial * factor**(n-1)``, at most ``max``."""
+
+    initial: Duration = Field("5s", description="Delay before the first retry.")
+    factor: float = Field(2.0, ge=1.0, le=10.0, description="Multiplier between retries.")
+    max: Duration = Field("5m", description="Upper bound of any delay.")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        initial, cap = parse_duration(self.initial), parse_duration(self.max)
+        exponent = max(retry - 1, 0)
+        # Bounded exponent: factor**exponent overflows float long before any cap matters.
+        return float(min(initial * self.factor ** min(exponent, 64), cap))
+
+
+class EnvVar(Model):
+    name: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253)]
+    value: Annotated[str, StringConstraints(max_length=32_768)] = ""
+
+
+class Resources(Model):
+    """Container resource requests and limits, e.g. ``{"nvidia.com/gpu": "1"}``."""
+
+    requests: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=16)
+    limits: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=16)
+
+
+class Shutdown(StrEnum):
+    STOP = "Stop"  # start nothing new, let running jobs finish, end Cancelled
+    TERMINATE = "Terminate"  # also delete running pods
+
+
+class JobSettings(Model):
+    """Settings a job may give itself or inherit from ``spec.defaults``."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="Container image of the job."
+    )
+    requires: list[Capability] | None = Field(
+        None,
+        max_length=16,
+        description="Capabilities a worker pool must offer (cpu, gpu, high-memory, ssd, network, or custom).",
+    )
+    resources: Resources | None = None
+    retries: int | None = Field(
+        None, ge=0, le=100, description="Retries after the first attempt (default 3)."
+    )
+    backoff: Backoff | None = None
+    timeout: Duration | None = Field(None, description="Longest an attempt may run (default 5m).")
+    env: list[EnvVar] | None = Field(None, max_length=128)
+    annotations: dict[str, Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
+        None, max_length=32, description="Extra annotations for the job's pods."
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) <= 0:
+            raise ValueError("timeout must be greater than zero")
+        return value
+
+
+class JobSpec(JobSettings):
+    name: DnsLabel = Field(description="Unique name of the job within the DAG (a DNS label).")
+    type: Annotated[str, StringConstraints(max_length=63)] = Field(
+        "generic", description="Free text: preprocessing, training, evaluation..."
+    )
+    depends_on: list[DnsLabel] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Jobs that must succeed before this one starts.",
+    )
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
+        None, max_length=64
+    )
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
+        None, max_length=256
+    )
+    priority: Priority | None = Field(
+        None, description="Overrides the DAG's priority for this job."
+    )
+    config: dict[str, Any] | None = Field(
+        None, description="Free JSON handed to the job as $DAGWRIGHT_CONFIG."
+    )
+
+
+class DAGExecutionSpec(Model):
+    priority: Priority = Field(5, description="1 (lowest) to 10 (highest).")
+    parallelism: int = Field(
+        10, ge=1, le=MAX_JOBS, description="Most jobs of this DAG running at once."
+    )
+    suspend: bool = Field(False, description="True: start nothing new; false again: continue.")
+    shutdown: Shutdown | None = Field(
+        None,
+        description="Stop: start nothing new, let running jobs finish. Terminate: also delete running pods.",
+    )
+    defaults: JobSettings = Field(
+        default_factory=JobSettings, description="Settings every job inherits."
+    )
+    jobs: list[JobSpec] = Field(
+        min_length=1,
+        max_length=MAX_JOBS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )

@@ -1,0 +1,107 @@
+"""Per-job state and what the operator observes of pods, as plain values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+
+class JobPhase(StrEnum):
+    WAITING = "Waiting"  # dependencies not yet succeeded
+    READY = "Ready"  # may start when parallelism allows
+    STARTING = "Starting"  # pod created, not yet running
+    RUNNING = "Running"
+    BACKOFF = "Backoff"  # failed attempt; next attempt after a delay
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"  # retries exhausted
+    SKIPPED = "Skipped"  # an upstream job failed or was cancelled
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
+
+
+class ExecutionPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ExecutionPhase.SUCCEEDED, ExecutionPhase.FAILED, ExecutionPhase.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: JobPhase = JobPhase.WAITING
+    attempt: int = 0  # number of the latest attempt started; 0 = none yet
+    failures: int = 0  # failed attempts, counted against the job's retries
+    not_before: float = 0.0  # in BACKOFF: earliest start of the next attempt
+    ready_at: float | None = None  # when the job last became ready (scheduling latency)
+    created_at: float | None = None  # when the current attempt's pod was created
+    started_at: float | None = None  # when the current attempt started running
+    finished_at: float | None = None
+    exit_code: int | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Compact: fields at their default are left out (10,000 of these live in Redis)."""
+        defaults = _DEFAULT_STATE
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(defaults, f.name)
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobState:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "phase" in values:
+            values["phase"] = JobPhase(values["phase"])
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_DEFAULT_STATE = JobState()
+
+
+class PodPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (PodPhase.SUCCEEDED, PodPhase.FAILED)
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    """What the operator last saw of one attempt's pod."""
+
+    job: str
+    attempt: int
+    phase: PodPhase
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    deleting: bool = False
+    node: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Could a container of this pod still be running?"""
+        return not self.phase.terminal

@@ -1,0 +1,324 @@
+"""The scheduling decision, driven through a simulated world of pods.
+
+The world applies ``reconcile``'s actions the way Kubernetes would, lets
+hypothesis pick every pod outcome and interleaving, and checks the core's
+invariants after every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dagwright.core.graph import Dag, build_dag
+from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
+from dagwright.core.spec import DAGExecutionSpec, Shutdown
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
+
+
+def make_dag(deps: dict[str, list[str]], **job_settings: object) -> Dag:
+    return build_dag(
+        DAGExecutionSpec.model_validate(
+            {
+                "defaults": {
+                    "image": "x",
+                    "backoff": {"initial": "1s", "factor": 2, "max": "4s"},
+                    **job_settings,
+                },
+                "jobs": [{"name": n, "dependsOn": d} for n, d in deps.items()],
+            }
+        )
+    )
+
+
+@dataclass
+class World:
+    dag: Dag
+    parallelism: int = 10
+    now: float = 1000.0
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    pods: dict[tuple[str, int], PodObservation] = field(default_factory=dict)
+    suspend: bool = False
+    shutdown: Shutdown | None = None
+    started: list[tuple[str, int, float]] = field(default_factory=list)
+    events: list[Emit] = field(default_factory=list)
+    plan: Plan | None = None
+
+    def step(self) -> Plan:
+        plan = reconcile(
+            Snapshot(
+                self.dag,
+                self.jobs,
+                self.pods,
+                self.now,
+                self.parallelism,
+                self.suspend,
+                self.shutdown,
+            )
+        )
+        for action in plan.actions:
+            if isinstance(action, StartPod):
+                self._create(action)
+            elif isinstance(action, DeletePod):
+                pod = self.pods.get((action.job, action.attempt))
+                if pod is not None and pod.alive:
+                    self.pods[(action.job, action.attempt)] = replace(pod, deleting=True)
+            else:
+                self.events.append(action)
+        self.jobs = plan.jobs
+        self.plan = plan
+        self.check()
+        return plan
+
+    def _create(self, action: StartPod) -> None:
+        key = (action.job, action.attempt)
+        if key in self.pods:
+            return  # AlreadyExists: adopt
+        job = self.dag.jobs[action.job]
+        for parent in job.depends_on:
+            assert any(
+                p.phase is PodPhase.SUCCEEDED for (j, _), p in self.pods.items() if j == parent
+            ), f"{action.job} started before {parent} succeeded"
+        for (j, attempt), pod in self.pods.items():
+            assert not (j == action.job and pod.alive), (
+                f"{action.job}: attempt {action.attempt} while {attempt} alive"
+            )
+            assert not (j == action.job and pod.phase is PodPhase.SUCCEEDED), (
+                f"{action.job} ran again after success"
+            )
+        self.pods[key] = PodObservation(action.job, action.attempt, PodPhase.PENDING)
+        self.started.append((action.job, action.attempt, self.now))
+
+    def check(self) -> None:
+        alive = [k for k, p in self.pods.items() if p.alive]
+        assert len(alive) <= self.parallelism, (
+            f"{len(alive)} alive > parallelism {self.parallelism}"
+        )
+        for name, state in self.jobs.items():
+            if state.phase is JobPhase.SUCCEEDED:
+                assert self.pods[(name, state.attempt)].phase is PodPhase.SUCCEEDED
+
+    # Kubernetes-side transitions of one pod.
+    def advance(self, key: tuple[str, int], outcome: str) -> None:
+        pod = self.pods[key]
+        if pod.deleting:
+            del self.pods[key]
+        elif pod.phase is PodPhase.PENDING:
+            if outcome == "vanish":
+                del self.pods[key]
+            else:
+                self.pods[key] = replace(
+                    pod, phase=PodPhase.RUNNING, started_at=self.now, node="n1"
+                )
+        elif pod.phase is PodPhase.RUNNING:
+            if outcome == "vanish":
+                del self.pods[key]
+            elif outcome == "fail":
+                self.pods[key] = replace(
+                    pod, phase=PodPhase.FAILED, exit_code=1, finished_at=self.now
+                )
+            elif outcome == "succeed":
+                self.pods[key] = replace(
+                    pod, phase=PodPhase.SUCCEEDED, exit_code=0, finished_at=self.now
+                )
+
+    def settle(self, max_steps: int = 500) -> ExecutionPhase:
+        """Fair scheduling from here on: every pod progresses and succeeds."""
+        for _ in range(max_steps):
+            plan = self.step()
+            if plan.phase.terminal:
+                return plan.phase
+            for key in list(self.pods):
+                if self.pods[key].alive:
+                    self.advance(key, "succeed")
+            self.now = max(self.now + 1, plan.wake_at or 0)
+        raise AssertionError(f"not terminal after {max_steps} steps: {self.jobs}")
+
+
+# --- examples --------------------------------------------------------------
+
+
+def run_all_succeed(world: World) -> ExecutionPhase:
+    return world.settle()
+
+
+def test_diamond_runs_in_dependency_order() -> None:
+    world = World(make_dag({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}))
+    assert run_all_succeed(world) is ExecutionPhase.SUCCEEDED
+    first = {job: t for job, _, t in reversed(world.started)}
+    assert first["a"] < first["b"]
+    assert first["a"] < first["c"]
+    assert max(first["b"], first["c"]) < first["d"]
+    assert first["b"] == first["c"]  # independent jobs start together
+
+
+def test_parallelism_caps_a_wide_layer() -> None:
+    world = World(make_dag({f"j{i}": [] for i in range(7)}), parallelism=3)
+    plan = world.step()
+    assert sum(isinstance(a, StartPod) for a in plan.actions) == 3
+    assert world.settle() is ExecutionPhase.SUCCEEDED
+
+
+def test_retries_back_off_exponentially_then_fail_and_skip_downstream() -> None:
+    world = World(make_dag({"a": [], "b": ["a"]}, retries=2))
+    world.step()
+    gaps = []
+    for _ in range(3):
+        key = ("a", world.jobs["a"].attempt)
+        world.advance(key, "run")
+        world.step()
+        world.advance(key, "fail")
+        failed_at = world.now
+        plan = world.step()
+        if plan.phase.terminal:
+            break
+        assert plan.wake_at is not None
+        world.now = plan.wake_at
+        world.step()
+        gaps.append(world.now - failed_at)
+    assert gaps == [1.0, 2.0]  # initial 1s, factor 2
+    assert world.jobs["a"].phase is JobPhase.FAILED
+    assert world.jobs["a"].attempt == 3
+    assert world.jobs["b"].phase is JobPhase.SKIPPED
+    assert world.plan is not None
+    assert world.plan.phase is ExecutionPhase.FAILED
+    assert world.plan.message == "job a failed: exit code 1; no retries left (2 allowed)"
+    assert not any(job == "b" for job, _, _ in world.started)
+
+
+def test_timeout_deletes_the_pod_and_retries_only_after_it_is_gone() -> None:
+    world = World(make_dag({"a": []}, timeout="10s", retries=1))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    world.now += 10
+    plan = world.step()
+    assert DeletePod("a", 1, "timeout") in plan.actions
+    assert world.jobs["a"].phase is JobPhase.BACKOFF
+    world.now += 60  # long past the backoff
+    plan = world.step()
+    assert not any(isinstance(a, StartPod) for a in plan.actions), (
+        "retry while the old pod is alive"
+    )
+    world.advance(("a", 1), "gone")  # the deleting pod disappears
+    plan = world.step()
+    assert StartPod("a", 2) in plan.actions
+
+
+def test_pending_pod_deleted_by_hand_is_recreated_without_a_retry() -> None:
+    world = World(make_dag({"a": []}))
+    world.step()
+    del world.pods[("a", 1)]
+    world.now += 10
+    plan = world.step()
+    assert StartPod("a", 1) in plan.actions
+    assert world.jobs["a"].failures == 0
+
+
+def test_running_pod_deleted_by_hand_uses_a_retry() -> None:
+    world = World(make_dag({"a": []}))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    world.advance(("a", 1), "vanish")
+    world.step()
+    assert world.jobs["a"].phase is JobPhase.BACKOFF
+    assert world.jobs["a"].failures == 1
+    assert world.jobs["a"].message == "pod deleted while running"
+
+
+def test_suspend_starts_nothing_new_and_resume_continues() -> None:
+    world = World(make_dag({"a": [], "b": ["a"]}))
+    world.step()
+    world.suspend = True
+    world.advance(("a", 1), "run")
+    world.step()
+    world.advance(("a", 1), "succeed")
+    plan = world.step()
+    assert plan.phase is ExecutionPhase.SUSPENDED
+    assert world.jobs["a"].phase is JobPhase.SUCCEEDED  # the running job finished
+    assert not any(isinstance(a, StartPod) for a in plan.actions)
+    world.suspend = False
+    plan = world.step()
+    assert StartPod("b", 1) in plan.actions
+    assert world.settle() is ExecutionPhase.SUCCEEDED
+    assert [job for job, _, _ in world.started] == ["a", "b"]
+
+
+@pytest.mark.parametrize("mode", [Shutdown.STOP, Shutdown.TERMINATE])
+def test_shutdown(mode: Shutdown) -> None:
+    world = World(make_dag({"a": [], "b": ["a"]}))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    world.shutdown = mode
+    plan = world.step()
+    if mode is Shutdown.TERMINATE:
+        assert DeletePod("a", 1, "terminated") in plan.actions
+        assert world.jobs["a"].phase is JobPhase.CANCELLED
+    else:
+        assert world.jobs["a"].phase is JobPhase.RUNNING
+    assert world.jobs["b"].phase is JobPhase.CANCELLED
+    assert world.settle() is ExecutionPhase.CANCELLED
+    expected = JobPhase.SUCCEEDED if mode is Shutdown.STOP else JobPhase.CANCELLED
+    assert world.jobs["a"].phase is expected
+    assert [job for job, _, _ in world.started] == ["a"]
+
+
+def test_reconcile_is_idempotent() -> None:
+    world = World(make_dag({"a": [], "b": ["a"]}))
+    world.step()
+    snap = Snapshot(world.dag, world.jobs, world.pods, world.now, 10)
+    again = reconcile(snap)
+    assert again.changed == set()
+    assert [a for a in again.actions if not isinstance(a, Emit)] == []
+
+
+# --- properties ------------------------------------------------------------
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> Dag:
+    n = draw(st.integers(min_value=1, max_value=12))
+    deps = {
+        f"j{i}": [f"j{d}" for d in sorted(draw(st.sets(st.integers(0, i - 1), max_size=3)))]
+        if i
+        else []
+        for i in range(n)
+    }
+    retries = draw(st.integers(min_value=0, max_value=2))
+    return make_dag(deps, retries=retries, timeout="30s")
+
+
+OUTCOMES = st.sampled_from(["run", "succeed", "fail", "vanish", "wait"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dags(), st.integers(min_value=1, max_value=4), st.data())
+def test_any_interleaving_keeps_the_invariants_and_terminates(
+    dag: Dag, parallelism: int, data: st.DataObject
+) -> None:
+    world = World(dag, parallelism=parallelism)
+    for _ in range(data.draw(st.integers(min_value=0, max_value=40), label="adversarial steps")):
+        plan = world.step()
+        if plan.phase.terminal:
+            break
+        for key in list(world.pods):
+            outcome = data.draw(OUTCOMES)
+            if outcome != "wait":
+                world.advance(key, outcome)
+        if data.draw(st.booleans(), label="toggle suspend"):
+            world.suspend = not world.suspend
+        world.now += data.draw(st.floats(min_value=0, max_value=40), label="time passes")
+    world.suspend = False
+    phase = world.settle()
+    assert phase in (ExecutionPhase.SUCCEEDED, ExecutionPhase.FAILED)
+    for name, state in world.jobs.items():
+        assert state.phase.terminal
+        assert state.failures <= dag.jobs[name].retries + 1
+        if phase is ExecutionPhase.SUCCEEDED:
+            assert state.phase is JobPhase.SUCCEEDED
+    assert not any(p.alive for p in world.pods.values())
