@@ -113,7 +113,7 @@ def test_defaults_are_applied_and_job_settings_win() -> None:
         7,
         {"cpu"},
     )
-    assert (b.retries, b.priority, b.requires) == (0, 2, {"gpu"})
+    assert (b.retries, b.priority, b.requires) == (0, 2, frozenset({"gpu"}))
     assert a.backoff == Backoff()
     assert dag.order == ["a", "b"]
 
