@@ -111,7 +111,7 @@ def test_defaults_are_applied_and_job_settings_win() -> None:
         1,
         60.0,
         7,
-        {"cpu"},
+        frozenset({"cpu"}),
     )
     assert (b.retries, b.priority, b.requires) == (0, 2, frozenset({"gpu"}))
     assert a.backoff == Backoff()
