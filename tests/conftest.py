@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dagwright.devcluster.build import ensure_binary
 from dagwright.devcluster.cluster import ClusterSettings, Kwok, LocalCluster
 from dagwright.devcluster.nodes import node_manifest
+from dagwright.devcluster.processes import Process
 from dagwright.devcluster.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -211,3 +213,88 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
         yield conn
     finally:
         await conn.aclose()
+
+
+# --- dagwright on the cluster ----------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+async def crds(kube: client.ApiClient) -> None:
+    """Install the generated CRDs (replacing older versions) and wait until served."""
+    import yaml
+
+    ext = client.ApiextensionsV1Api(kube)
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        manifest = yaml.safe_load(path.read_text())
+        name = manifest["metadata"]["name"]
+        try:
+            current = await ext.read_custom_resource_definition(name)
+            manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
+            await ext.replace_custom_resource_definition(name, manifest)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            await ext.create_custom_resource_definition(manifest)
+
+        async def established(crd_name: str = name) -> bool:
+            crd = await ext.read_custom_resource_definition(crd_name)
+            return any(
+                c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
+            )
+
+        await wait_for(f"CRD {name} established", established)
+
+
+@dataclass
+class OperatorProcess:
+    """``python -m dagwright.operator`` as a real child process."""
+
+    kubeconfig: Path
+    redis_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    process: Process | None = None
+    log: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="dagwright-op-")) / "operator.log"
+    )
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "DAGWRIGHT_REDIS_URL": self.redis_url,
+            "DAGWRIGHT_HEALTH_PORT": "0",
+            "DAGWRIGHT_STATUS_INTERVAL_SECONDS": "0.2",
+            **self.env,
+        }
+        self.process = Process(
+            "operator", [sys.executable, "-m", "dagwright.operator"], self.log, env=env
+        )
+        self.process.start()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def check(self) -> None:
+        assert self.process is not None
+        self.process.check()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: TestCluster, redis_server: RedisServer, crds: None
+) -> Iterator[OperatorProcess]:
+    """The operator every end-to-end test shares (tests that kill it start their own)."""
+    proc = OperatorProcess(cluster.kubeconfig, redis_server.url)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"\noperator log: {proc.log}")

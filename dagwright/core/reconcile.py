@@ -208,7 +208,9 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
         )
         return
     if pod.phase is PodPhase.RUNNING:
-        started = state.started_at or pod.started_at or snap.now
+        # When we first saw it running: the pod's startTime has whole-second
+        # resolution and would cut short timeouts by up to a second.
+        started = state.started_at or snap.now
         if state.phase is JobPhase.STARTING:
             state = replace(state, phase=JobPhase.RUNNING, started_at=started)
             plan.set(job.name, state)

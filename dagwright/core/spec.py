@@ -148,3 +148,31 @@ class DAGExecutionSpec(Model):
         max_length=MAX_JOBS,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+
+
+class Toleration(Model):
+    key: Annotated[str, StringConstraints(max_length=316)] | None = None
+    operator: Annotated[str, StringConstraints(pattern=r"^(Exists|Equal)$")] | None = None
+    value: Annotated[str, StringConstraints(max_length=63)] | None = None
+    effect: (
+        Annotated[str, StringConstraints(pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$")]
+        | None
+    ) = None
+    toleration_seconds: int | None = None
+
+
+class WorkerPoolSpec(Model):
+    """A set of nodes (found by ``nodeSelector``) offering ``capabilities``."""
+
+    capabilities: list[Capability] = Field(
+        min_length=1, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    node_selector: dict[
+        Annotated[str, StringConstraints(max_length=316)],
+        Annotated[str, StringConstraints(max_length=63)],
+    ] = Field(min_length=1, max_length=16, description="Labels that identify the pool's nodes.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
+    max_concurrency: int = Field(4, ge=1, le=1000, description="Job slots per node.")
+    resources: Resources | None = Field(
+        None, description="Default resources of jobs placed in this pool."
+    )

@@ -1,0 +1,37 @@
+"""Which WorkerPool a job runs in: the pools whose capabilities cover what
+the job requires; among those, the least loaded (ties: by name)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from dagwright.core.spec import WorkerPoolSpec
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    spec: WorkerPoolSpec
+
+
+def capabilities(pools: Iterable[Pool]) -> set[str]:
+    offered: set[str] = set()
+    for pool in pools:
+        offered.update(pool.spec.capabilities)
+    return offered
+
+
+def eligible(requires: frozenset[str], pools: Iterable[Pool]) -> list[Pool]:
+    return [p for p in pools if requires <= set(p.spec.capabilities)]
+
+
+def choose_pool(
+    requires: frozenset[str], pools: Iterable[Pool], load: Mapping[str, float] | None = None
+) -> Pool | None:
+    """The eligible pool with the lowest load (running jobs / slots), or None."""
+    candidates = eligible(requires, pools)
+    if not candidates:
+        return None
+    load = load or {}
+    return min(candidates, key=lambda p: (load.get(p.name, 0.0), p.name))

@@ -1,0 +1,66 @@
+"""Rebuild job states from the Kubernetes side when Redis lost them.
+
+The pods (deterministic names, labels with job and attempt) and the
+DAGExecution status are the durable record; from them this derives states
+that never start again a job that already ran or is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from dagwright.core.graph import Dag
+from dagwright.core.state import JobPhase, JobState, PodObservation, PodPhase
+
+
+def rebuild(
+    dag: Dag,
+    pods: Iterable[PodObservation],
+    recorded: Mapping[str, JobPhase] | None = None,
+    now: float = 0.0,
+) -> dict[str, JobState]:
+    """States from observed pods, and from per-job phases the status recorded
+    (``recorded``) for jobs whose pods are gone."""
+    by_job: dict[str, list[PodObservation]] = {}
+    for pod in pods:
+        if pod.job in dag.jobs:
+            by_job.setdefault(pod.job, []).append(pod)
+    states: dict[str, JobState] = {}
+    for name in dag.jobs:
+        attempts = sorted(by_job.get(name, []), key=lambda p: p.attempt)
+        failures = sum(1 for p in attempts if p.phase is PodPhase.FAILED)
+        if attempts:
+            latest = attempts[-1]
+            if latest.phase is PodPhase.SUCCEEDED:
+                phase = JobPhase.SUCCEEDED
+            elif latest.phase is PodPhase.FAILED:
+                # Let reconcile decide on retry vs. failure: as if just failed, no delay.
+                phase = JobPhase.BACKOFF
+            elif latest.phase is PodPhase.RUNNING:
+                phase = JobPhase.RUNNING
+            else:
+                phase = JobPhase.STARTING
+            states[name] = JobState(
+                phase=phase,
+                attempt=latest.attempt,
+                failures=failures,
+                not_before=now,
+                created_at=now,
+                started_at=latest.started_at,
+                finished_at=latest.finished_at,
+                exit_code=latest.exit_code,
+            )
+            if phase is JobPhase.BACKOFF and failures > dag.jobs[name].retries:
+                states[name] = JobState(
+                    phase=JobPhase.FAILED,
+                    attempt=latest.attempt,
+                    failures=failures,
+                    finished_at=latest.finished_at,
+                    exit_code=latest.exit_code,
+                    message=f"exit code {latest.exit_code}; no retries left",
+                )
+        elif recorded and recorded.get(name) in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+            states[name] = JobState(phase=recorded[name])
+        else:
+            states[name] = JobState()
+    return states

@@ -1,0 +1,221 @@
+"""Generate the CRDs from the pydantic models: one canonical source, so the
+schema the apiserver enforces never drifts from the one the operator parses.
+
+``python -m dagwright.crdgen`` rewrites ``crds/`` (and the chart's copy);
+``tests/test_crds.py`` fails when they are out of date.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from dagwright.core.spec import DAGExecutionSpec, WorkerPoolSpec
+from dagwright.core.status import DAGExecutionStatus
+
+GROUP = "dagwright.io"
+VERSION = "v1alpha1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_DIRS = [REPO_ROOT / "crds"]
+
+_DROP = {"title"}
+
+
+def structural(model: type[BaseModel]) -> dict[str, Any]:
+    """A pydantic model's JSON schema as a Kubernetes structural schema:
+    references inlined, ``Optional`` unwrapped, free JSON marked as such."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = convert(defs[node["$ref"].rsplit("/", 1)[-1]])
+            extra = {k: convert(v) for k, v in node.items() if k != "$ref" and k not in _DROP}
+            return {**target, **extra}
+        if "anyOf" in node:
+            options = [o for o in node["anyOf"] if o.get("type") != "null"]
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            if len(options) == 1:
+                merged = convert({**options[0], **rest})
+                if merged.get("default", 0) is None:
+                    del merged["default"]
+                return merged
+            raise ValueError(f"union types have no structural schema: {node}")
+        if "patternProperties" in node:
+            # Structural schemas have no patternProperties: keep the value
+            # schema, the key pattern is checked by the operator (pydantic).
+            node = dict(node)
+            (value_schema,) = node.pop("patternProperties").values()
+            node.pop("propertyNames", None)
+            node["additionalProperties"] = value_schema
+        node = {k: v for k, v in node.items() if k != "propertyNames"}
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _DROP:
+                continue
+            if key == "default" and value is None:
+                continue
+            if key == "properties":
+                out[key] = {name: convert(sub) for name, sub in value.items()}
+            elif key == "additionalProperties":
+                if value is True or value == {}:
+                    out["x-kubernetes-preserve-unknown-fields"] = True
+                elif value is not False:
+                    out[key] = convert(value)
+            else:
+                out[key] = convert(value)
+        if (
+            out.get("type") == "object"
+            and "properties" not in out
+            and "additionalProperties" not in out
+        ):
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        if "enum" in out and "type" not in out:
+            out["type"] = "string"
+        if out.get("type") == "integer" and isinstance(out.get("default"), float):
+            out["default"] = int(out["default"])
+        return out
+
+    result: dict[str, Any] = convert(schema)
+    return result
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    short: str,
+    spec_schema: dict[str, Any],
+    status_schema: dict[str, Any],
+    columns: list[dict[str, Any]],
+    validations: list[dict[str, str]] | None = None,
+    scope: str = "Namespaced",
+) -> dict[str, Any]:
+    top: dict[str, Any] = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    if validations:
+        top["x-kubernetes-validations"] = validations
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": scope,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": ["dagwright"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": top},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                }
+            ],
+        },
+    }
+
+
+def dagexecution_crd() -> dict[str, Any]:
+    spec = structural(DAGExecutionSpec)
+    # Graph rules that are cheap enough for the apiserver's CEL cost budget at
+    # 10,000 jobs; cycles and unknown dependencies are checked by the operator.
+    job = spec["properties"]["jobs"]["items"]
+    job["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.dependsOn) || !(self.name in self.dependsOn)",
+            "message": "a job cannot depend on itself",
+        }
+    ]
+    columns: list[dict[str, Any]] = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+        {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
+        {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
+        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    # Pod names are <execution>-<job>-<attempt> and labels hold the name: keep it a DNS label.
+    validations = [
+        {
+            "rule": "self.metadata.name.size() <= 63",
+            "message": "metadata.name must be at most 63 characters",
+        }
+    ]
+    return _crd(
+        "DAGExecution",
+        "dagexecutions",
+        "dagx",
+        spec,
+        structural(DAGExecutionStatus),
+        columns,
+        validations,
+    )
+
+
+def workerpool_crd() -> dict[str, Any]:
+    columns: list[dict[str, Any]] = [
+        {"name": "Capabilities", "type": "string", "jsonPath": ".spec.capabilities"},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyNodes"},
+        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes"},
+        {"name": "Slots", "type": "integer", "jsonPath": ".status.slots"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    # Cluster-scoped: a pool is a set of nodes, which every namespace's jobs share.
+    return _crd(
+        "WorkerPool",
+        "workerpools",
+        "wp",
+        structural(WorkerPoolSpec),
+        status,
+        columns,
+        scope="Cluster",
+    )
+
+
+def render() -> dict[str, str]:
+    """File name -> YAML text."""
+    header = "# Generated by `python -m dagwright.crdgen` from dagwright/core; do not edit.\n"
+    return {
+        "dagwright.io_dagexecutions.yaml": header
+        + yaml.safe_dump(dagexecution_crd(), sort_keys=False),
+        "dagwright.io_workerpools.yaml": header + yaml.safe_dump(workerpool_crd(), sort_keys=False),
+    }
+
+
+def main() -> int:
+    for directory in OUTPUT_DIRS:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in render().items():
+            (directory / name).write_text(text)
+            print(directory / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""kopf wiring: a few lines each, the work is in ``runner`` and ``dagwright.core``.
+
+- Pods and WorkerPools are watched into in-memory indexes.
+- Every DAGExecution that has not finished gets a daemon: its runner.
+- Watch events on pods and executions wake the runner they concern.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from dagwright.core.placement import Pool
+from dagwright.core.spec import WorkerPoolSpec
+from dagwright.core.state import PodObservation
+from dagwright.crdgen import GROUP, VERSION
+from dagwright.operator.kube import Kube, new_api_client
+from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, observe
+from dagwright.operator.runner import Context, ExecutionRunner, pool_list
+from dagwright.settings import OperatorSettings
+from dagwright.store.redis_store import Store
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorSettings()
+    # Ownership is per execution, through fenced leases in Redis: every
+    # instance runs, none is a frozen standby (kopf peering is not used).
+    settings.peering.standalone = True
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # kopf would post its own log lines as Events on every object; keep Events for job transitions.
+    settings.posting.level = logging.ERROR
+    settings.watching.connect_timeout = 10
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    api = await new_api_client()
+    redis = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
+    memo.ctx = Context(settings=config, kube=Kube(api), store=Store(redis))
+    log.info("dagwright operator %s starting", config.instance_id)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ctx: Context = memo.ctx
+    await ctx.store.redis.aclose()
+    await ctx.kube.api.close()
+
+
+@kopf.index(GROUP, VERSION, "workerpools")
+def workerpools(name: str, spec: kopf.Spec, **_: Any) -> dict[None, Pool] | None:
+    try:
+        return {None: Pool(name, WorkerPoolSpec.model_validate(dict(spec)))}
+    except ValidationError as exc:
+        log.warning("ignoring invalid WorkerPool %s: %s", name, exc)
+        return None
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED_SELECTOR)
+def pods_by_execution(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[tuple[str, str], PodObservation] | None:
+    execution = labels.get(EXECUTION_LABEL)
+    seen = observe(dict(body))
+    return {(namespace or "", execution): seen} if execution and seen else None
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED_SELECTOR)
+def pod_changed(memo: Any, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    execution = labels.get(EXECUTION_LABEL)
+    if execution and namespace:
+        memo.ctx.wake(namespace, execution)
+
+
+@kopf.on.event(GROUP, VERSION, "dagexecutions")
+def execution_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
+    memo.ctx.wake(namespace or "", name)
+
+
+# No `when=` filter on the phase: kopf would cancel the daemon the moment it
+# publishes the final status, in the middle of its last writes. A finished
+# execution's runner returns at once instead.
+@kopf.daemon(GROUP, VERSION, "dagexecutions", cancellation_timeout=10.0)
+async def run_execution(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    # kopf passes each index as a keyword named after its function.
+    pods_index: kopf.Index[tuple[str, str], PodObservation] = kwargs["pods_by_execution"]
+    pools_index: kopf.Index[None, Pool] = kwargs["workerpools"]
+    ctx: Context = memo.ctx
+    key = (namespace or "", name)
+    runner = ExecutionRunner(
+        ctx,
+        body,
+        pods=lambda: list(pods_index.get(key, [])),
+        pools=lambda: pool_list(pools_index),
+    )
+    await runner.run(stopped)
+    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        await ctx.store.delete(uid)

@@ -1,0 +1,68 @@
+"""The few Kubernetes calls the operator makes, each idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from dagwright.crdgen import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+
+async def new_api_client() -> client.ApiClient:
+    """From $KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        return await config.new_client_from_config()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, concurrency: int = 32):
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def create_pod(self, manifest: dict[str, Any]) -> bool:
+        """Create; True if created, False if it already existed (adopted)."""
+        async with self._limit:
+            try:
+                await self.core.create_namespaced_pod(
+                    manifest["metadata"]["namespace"], cast(Any, manifest), _preload_content=False
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        async with self._limit:
+            try:
+                await self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    async def patch_execution_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        # The stubs lack _content_type; custom objects take no strategic merge.
+        patch = cast(Any, self.custom.patch_namespaced_custom_object_status)
+        await patch(
+            GROUP,
+            VERSION,
+            namespace,
+            "dagexecutions",
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+            _preload_content=False,
+        )

@@ -1,0 +1,405 @@
+"""One execution's loop: own it, reconcile, act, persist, sleep until woken.
+
+read (spec, Redis states, pods from the watch index) -> pure ``reconcile`` ->
+persist the new states (fenced) -> apply actions idempotently -> patch the
+status when its summary changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from dagwright.core.graph import Dag, InvalidDag, build_dag
+from dagwright.core.placement import Pool, capabilities, choose_pool
+from dagwright.core.rebuild import rebuild
+from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
+from dagwright.core.spec import DAGExecutionSpec
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation
+from dagwright.core.status import MAX_JOBS_IN_STATUS
+from dagwright.operator import metrics
+from dagwright.operator.kube import Kube
+from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
+from dagwright.settings import OperatorSettings
+from dagwright.store.redis_store import FencedOut, Store
+
+log = logging.getLogger(__name__)
+
+_FINISHED = {p.value for p in ExecutionPhase if p.terminal}
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+@dataclass
+class Context:
+    """What every runner shares: clients, settings, the wake-up registry."""
+
+    settings: OperatorSettings
+    kube: Kube
+    store: Store
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def wake(self, namespace: str, name: str) -> None:
+        event = self.wakeups.get((namespace, name))
+        if event is not None:
+            event.set()
+
+
+def _condition(
+    kind: str, ok: bool, reason: str, message: str, generation: int | None
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+class ExecutionRunner:
+    def __init__(
+        self,
+        ctx: Context,
+        body: kopf.Body,
+        pods: Callable[[], Iterable[PodObservation]],
+        pools: Callable[[], list[Pool]],
+    ):
+        self.ctx = ctx
+        self.body = body
+        self.pods = pods
+        self.pools = pools
+        meta = body["metadata"]
+        self.owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+        self.key = (self.owner.namespace, self.owner.name)
+        self.wakeup = ctx.wakeups.setdefault(self.key, asyncio.Event())
+        self.epoch: int | None = None
+        self.lease_deadline = 0.0  # monotonic
+        self.states: dict[str, JobState] | None = None
+        self.generation: int | None = None
+        self.dag: Dag | None = None
+        self.spec: DAGExecutionSpec | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.last_status_at = 0.0
+        self.started_at: float | None = None
+
+    # --- ownership -------------------------------------------------------
+
+    async def own(self) -> bool:
+        """Take or renew the lease. Losing it drops the cached state: the next
+        owner may have moved on, so we reload from Redis when we get it back."""
+        s = self.ctx.settings
+        requested = time.monotonic()
+        epoch = await self.ctx.store.acquire(self.owner.uid, s.instance_id, s.lease_seconds)
+        if epoch is None:
+            self.epoch, self.states = None, None
+            return False
+        if epoch != self.epoch:
+            self.states = None  # new term: start from what is persisted
+        self.epoch = epoch
+        # Counted from before the request: a slow round trip shortens our term, never lengthens it.
+        self.lease_deadline = requested + s.lease_seconds
+        return True
+
+    def _lease_valid(self) -> bool:
+        # Keep a margin so no side effect lands after another instance could take over.
+        return time.monotonic() < self.lease_deadline - min(
+            2.0, self.ctx.settings.lease_seconds / 10
+        )
+
+    # --- main loop -------------------------------------------------------
+
+    async def run(self, stopped: kopf.DaemonStopped) -> None:
+        if (self.body.get("status") or {}).get("phase") in _FINISHED:
+            return
+        s = self.ctx.settings
+        renew_every = s.lease_seconds / 3
+        failures = 0
+        try:
+            while not stopped:
+                wait = renew_every
+                # Cleared before reading state: a wake-up that arrives while we
+                # work is kept for the sleep below, never lost.
+                self.wakeup.clear()
+                if await self.own():
+                    try:
+                        finished, wake_at = await self.step()
+                        failures = 0
+                    except FencedOut as exc:
+                        log.warning("lost ownership of %s/%s: %s", *self.key, exc)
+                        self.epoch, self.states = None, None
+                        continue
+                    except (OSError, ApiException, RedisError) as exc:
+                        # Transient (API server or Redis away): retry soon, from persisted state.
+                        failures += 1
+                        delay = min(0.5 * 2**failures, 10.0)
+                        log.warning(
+                            "reconciling %s/%s failed (%s); retrying in %.1fs",
+                            *self.key,
+                            exc,
+                            delay,
+                        )
+                        self.states = None
+                        await self._sleep(delay, stopped)
+                        continue
+                    if finished:
+                        return
+                    if wake_at is not None:
+                        wait = min(wait, max(wake_at - time.time(), 0.0))
+                await self._sleep(wait, stopped)
+        finally:
+            self.ctx.wakeups.pop(self.key, None)
+
+    async def _sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
+        waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stopped.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # --- one reconcile pass ---------------------------------------------
+
+    def _load_dag(self) -> Dag | str:
+        generation = self.body["metadata"].get("generation")
+        if self.dag is not None and generation == self.generation:
+            return self.dag
+        try:
+            spec = DAGExecutionSpec.model_validate(_plain(self.body["spec"]))
+            dag = build_dag(spec, capabilities(self.pools()))
+        except ValidationError as exc:
+            return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        except InvalidDag as exc:
+            return str(exc)
+        self.dag, self.spec, self.generation = dag, spec, generation
+        return dag
+
+    async def step(self) -> tuple[bool, float | None]:
+        """Returns (finished, wake_at)."""
+        assert self.epoch is not None
+        dag = self._load_dag()
+        if isinstance(dag, str):
+            await self._invalid(dag)
+            return True, None
+        spec = self.spec
+        assert spec is not None
+        pods = {(p.job, p.attempt): p for p in self.pods()}
+        if self.states is None:
+            self.states = await self._restore(dag, pods.values())
+        now = time.time()
+        plan = reconcile(
+            Snapshot(
+                dag=dag,
+                jobs=self.states,
+                pods=pods,
+                now=now,
+                parallelism=spec.parallelism,
+                suspend=spec.suspend,
+                shutdown=spec.shutdown,
+            )
+        )
+        # Persist before acting: a crash after this write and before a pod
+        # create re-creates the same deterministic name (409, adopt); the
+        # reverse order could start an attempt the state does not know of.
+        if plan.changed:
+            await self.ctx.store.save(
+                self.owner.uid, self.epoch, {n: plan.jobs[n] for n in plan.changed}
+            )
+        self.states = plan.jobs
+        if not self._lease_valid():
+            return False, None  # renew first; the actions are recomputed next pass
+        await self._act(dag, plan)
+        retry_publish_at = await self._publish(dag, plan, now)
+        if plan.phase.terminal:
+            await self.ctx.store.expire(
+                self.owner.uid, self.epoch, self.ctx.settings.finished_ttl_seconds
+            )
+            await self.ctx.store.release(self.owner.uid, self.ctx.settings.instance_id)
+            return True, None
+        wake_at = min(t for t in (plan.wake_at, retry_publish_at, float("inf")) if t is not None)
+        return False, None if wake_at == float("inf") else wake_at
+
+    async def _restore(self, dag: Dag, pods: Iterable[PodObservation]) -> dict[str, JobState]:
+        assert self.epoch is not None
+        states = await self.ctx.store.load(self.owner.uid)
+        if states:
+            return states
+        # Nothing in Redis: a first run, or Redis lost it. Pods and status are the record.
+        recorded = {
+            j["name"]: JobPhase(j["phase"])
+            for j in (self.body.get("status") or {}).get("jobs") or []
+        }
+        states = rebuild(dag, pods, recorded, now=time.time())
+        if any(s.attempt or s.phase.terminal for s in states.values()):
+            log.warning("rebuilt state of %s/%s from its pods and status", *self.key)
+            await self.ctx.store.save(self.owner.uid, self.epoch, states)
+        return states
+
+    async def _act(self, dag: Dag, plan: Plan) -> None:
+        assert self.epoch is not None
+        pools = self.pools()
+        creates = []
+        for action in plan.actions:
+            if isinstance(action, StartPod):
+                job = dag.jobs[action.job]
+                pool = choose_pool(job.requires, pools)
+                placement = (
+                    Placement(
+                        pool=pool.name,
+                        node_selector=tuple(sorted(pool.spec.node_selector.items())),
+                        tolerations=tuple(pool.spec.tolerations),
+                        resources=pool.spec.resources.model_dump(exclude_defaults=True)
+                        if pool.spec.resources
+                        else None,
+                    )
+                    if pool
+                    else Placement()
+                )
+                manifest = build_pod(self.owner, job, action.attempt, self.epoch, placement)
+                creates.append(self._create(manifest, plan.jobs[action.job]))
+            elif isinstance(action, DeletePod):
+                name = pod_name(self.owner.name, action.job, action.attempt)
+                creates.append(self.ctx.kube.delete_pod(self.owner.namespace, name))
+            elif (
+                isinstance(action, Emit) and len(dag.jobs) <= self.ctx.settings.job_events_max_jobs
+            ):
+                kopf.event(
+                    self.body,
+                    type="Warning" if action.warning else "Normal",
+                    reason=action.reason,
+                    message=action.message,
+                )
+            if isinstance(action, Emit):
+                metrics.count_job_event(action.reason)
+        if creates:
+            await asyncio.gather(*creates)
+
+    async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
+        created = await self.ctx.kube.create_pod(manifest)
+        if created:
+            metrics.JOBS_STARTED.inc()
+            if state.ready_at is not None and state.attempt == 1:
+                metrics.SCHEDULING_LATENCY.observe(max(time.time() - state.ready_at, 0.0))
+
+    async def _invalid(self, message: str) -> None:
+        generation = self.body["metadata"].get("generation")
+        status = {
+            "phase": ExecutionPhase.FAILED.value,
+            "message": f"invalid DAG: {message}",
+            "finishedAt": iso(time.time()),
+            "observedGeneration": generation,
+            "conditions": [_condition("Valid", False, "InvalidDAG", message, generation)],
+        }
+        kopf.event(self.body, type="Warning", reason="InvalidDAG", message=message[:1000])
+        await self.ctx.kube.patch_execution_status(self.owner.namespace, self.owner.name, status)
+
+    async def _publish(self, dag: Dag, plan: Plan, now: float) -> float | None:
+        """Patch the status if its summary changed; at most one patch per
+        interval unless the phase changed. Returns when to try again if a
+        change was held back."""
+        status = self.summary(dag, plan, now)
+        if status == self.last_status:
+            return None
+        phase_changed = self.last_status is None or status["phase"] != self.last_status.get("phase")
+        since = time.monotonic() - self.last_status_at
+        interval = self.ctx.settings.status_interval_seconds
+        if not phase_changed and since < interval:
+            return now + (interval - since)
+        await self.ctx.kube.patch_execution_status(self.owner.namespace, self.owner.name, status)
+        self.last_status, self.last_status_at = status, time.monotonic()
+        return None
+
+    def summary(self, dag: Dag, plan: Plan, now: float) -> dict[str, Any]:
+        counts = dict.fromkeys(
+            [
+                "waiting",
+                "ready",
+                "running",
+                "backoff",
+                "succeeded",
+                "failed",
+                "skipped",
+                "cancelled",
+            ],
+            0,
+        )
+        for state in plan.jobs.values():
+            key = (
+                "running"
+                if state.phase in (JobPhase.STARTING, JobPhase.RUNNING)
+                else state.phase.value.lower()
+            )
+            counts[key] += 1
+        finished = sum(1 for s in plan.jobs.values() if s.phase.terminal)
+        recorded = self.body.get("status") or {}
+        if self.started_at is None:
+            started = recorded.get("startedAt")
+            self.started_at = (
+                datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+                if started
+                else None
+            )
+        if self.started_at is None and plan.phase is not ExecutionPhase.PENDING:
+            self.started_at = now
+        generation = self.body["metadata"].get("generation")
+        terminal = plan.phase.terminal
+        status: dict[str, Any] = {
+            "phase": plan.phase.value,
+            "message": plan.message,
+            "progress": f"{finished}/{len(plan.jobs)}",
+            "counts": {"total": len(plan.jobs), **counts},
+            "startedAt": iso(self.started_at),
+            "finishedAt": iso(now) if terminal else None,
+            "observedGeneration": generation,
+            "conditions": [
+                _condition("Valid", True, "Valid", f"{len(dag.jobs)} jobs", generation),
+                _condition("Progressing", not terminal, plan.phase.value, plan.message, generation),
+                _condition(
+                    "Ready",
+                    plan.phase is ExecutionPhase.SUCCEEDED,
+                    plan.phase.value,
+                    plan.message,
+                    generation,
+                ),
+            ],
+        }
+        if len(plan.jobs) <= MAX_JOBS_IN_STATUS:
+            status["jobs"] = [
+                {
+                    "name": name,
+                    "phase": s.phase.value,
+                    "attempt": s.attempt,
+                    "failures": s.failures,
+                    "startedAt": iso(s.started_at),
+                    "finishedAt": iso(s.finished_at) if s.phase.terminal else None,
+                    "exitCode": s.exit_code,
+                    "message": s.message,
+                }
+                for name, s in plan.jobs.items()
+            ]
+        return status
+
+
+def _plain(value: Any) -> Any:
+    """kopf's live views as plain JSON values (pydantic wants dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def pool_list(index: Mapping[Any, Any]) -> list[Pool]:
+    return [pool for values in index.values() for pool in values]

@@ -1,0 +1,36 @@
+"""Operator settings, from ``DAGWRIGHT_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance() -> str:
+    # Unique per process: a restarted operator is a new owner (new epoch).
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DAGWRIGHT_")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    instance_id: str = Field(default_factory=_default_instance)
+    namespaces: list[str] = Field(default_factory=list, description="Watch only these; empty: all.")
+    lease_seconds: float = Field(30.0, gt=0.5, description="Ownership lease of one execution.")
+    finished_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="Redis state of finished executions."
+    )
+    worker_image: str = "ghcr.io/dagwright/worker:0.1.0"
+    # Events per job transition are useful on small DAGs and a flood on large ones.
+    job_events_max_jobs: int = 500
+    status_interval_seconds: float = Field(
+        1.0, ge=0.0, description="Least time between status patches."
+    )
+    kube_qps: float = 200.0
+    kube_burst: int = 400
+    health_port: int = 8081

@@ -1,0 +1,135 @@
+"""Execution state, leases and fencing in Redis.
+
+Keys (every one under ``dw:``, keyed by the DAGExecution's UID so a deleted
+and re-created execution of the same name never sees old state):
+
+- ``dw:x:{uid}:jobs``   hash job name -> JobState JSON
+- ``dw:x:{uid}:lease``  owner instance id, with a TTL
+- ``dw:x:{uid}:epoch``  fencing token, incremented on every change of owner
+
+Ownership: ``acquire`` takes or renews the lease and returns the epoch the
+caller holds. Every state write passes that epoch; the Lua script refuses the
+write when the epoch moved on (another instance took over), so an instance
+that was paused or partitioned past its lease cannot write after waking.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from dagwright.core.state import JobState
+
+PREFIX = "dw:x:"
+
+# KEYS: lease, epoch. ARGV: instance id, ttl ms.
+# Returns the epoch held by this instance, or -(ttl left) when another owns it.
+_ACQUIRE = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+if owner then
+  return -math.max(redis.call('PTTL', KEYS[1]), 1)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  -- Seed from the clock so epochs keep rising even if Redis lost the key
+  -- (flush, failover): an old owner's epoch never comes back into force.
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+end
+return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS: epoch, jobs. ARGV: epoch, then field/value pairs.
+_SAVE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+if #ARGV > 1 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+end
+return 1
+"""
+
+# KEYS: lease. ARGV: instance id.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: epoch, jobs, lease. ARGV: epoch, ttl seconds.
+_EXPIRE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+
+# Redis unpack() has a C-stack limit; write large DAGs in slices.
+_SAVE_BATCH = 2000
+
+
+class FencedOut(Exception):
+    """This instance's epoch is stale: another instance owns the execution."""
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis):
+        self.redis = redis
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._save = redis.register_script(_SAVE)
+        self._release = redis.register_script(_RELEASE)
+        self._expire = redis.register_script(_EXPIRE)
+
+    @staticmethod
+    def _keys(uid: str) -> tuple[str, str, str]:
+        base = f"{PREFIX}{uid}"
+        return f"{base}:jobs", f"{base}:lease", f"{base}:epoch"
+
+    async def acquire(self, uid: str, instance: str, ttl_seconds: float) -> int | None:
+        """Take or renew the lease; the epoch held, or None if another owns it."""
+        _, lease, epoch = self._keys(uid)
+        result = int(
+            await self._acquire(keys=[lease, epoch], args=[instance, int(ttl_seconds * 1000)])
+        )
+        return result if result > 0 else None
+
+    async def release(self, uid: str, instance: str) -> None:
+        _, lease, _ = self._keys(uid)
+        await self._release(keys=[lease], args=[instance])
+
+    async def load(self, uid: str) -> dict[str, JobState]:
+        jobs, _, _ = self._keys(uid)
+        raw = cast(Mapping[str, str], await self.redis.hgetall(jobs))  # decode_responses=True
+        return {name: JobState.from_json(json.loads(value)) for name, value in raw.items()}
+
+    async def save(self, uid: str, epoch: int, states: Mapping[str, JobState]) -> None:
+        """Write job states if ``epoch`` is still current; FencedOut otherwise."""
+        jobs, _, epoch_key = self._keys(uid)
+        items = list(states.items())
+        for start in range(0, max(len(items), 1), _SAVE_BATCH):
+            args: list[str | int] = [epoch]
+            for name, state in items[start : start + _SAVE_BATCH]:
+                args += [name, json.dumps(state.to_json(), separators=(",", ":"))]
+            if not await self._save(keys=[epoch_key, jobs], args=args):
+                raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
+
+    async def expire(self, uid: str, epoch: int, ttl_seconds: int) -> None:
+        """A finished execution's state expires after ``ttl_seconds``."""
+        jobs, lease, epoch_key = self._keys(uid)
+        if not await self._expire(keys=[epoch_key, jobs, lease], args=[epoch, ttl_seconds]):
+            raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
+
+    async def delete(self, uid: str) -> None:
+        await self.redis.delete(*self._keys(uid))

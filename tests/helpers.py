@@ -1,0 +1,169 @@
+"""Helpers for end-to-end tests: create executions, wait for phases, and a
+pod history recorder that checks the never-twice invariants."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client, watch
+
+from dagwright.crdgen import GROUP, VERSION
+from tests.conftest import wait_for
+
+SIM = "sim.dagwright.io/duration"
+
+
+async def create_execution(
+    kube: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(kube)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DAGExecution",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    result: dict[str, Any] = await objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "dagexecutions", body
+    )
+    return result
+
+
+async def get_execution(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(kube)
+    result: dict[str, Any] = await objects.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "dagexecutions", name
+    )
+    return result
+
+
+async def patch_spec(
+    kube: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+) -> None:
+    objects = client.CustomObjectsApi(kube)
+    patch: Any = objects.patch_namespaced_custom_object  # the stubs lack _content_type
+    await patch(
+        GROUP,
+        VERSION,
+        namespace,
+        "dagexecutions",
+        name,
+        {"spec": spec},
+        _content_type="application/merge-patch+json",
+    )
+
+
+async def wait_phase(
+    kube: client.ApiClient, namespace: str, name: str, *phases: str, within: float = 60.0
+) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        obj = await get_execution(kube, namespace, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    return await wait_for(f"DAGExecution {name} in {phases}", reached, within=within)
+
+
+@dataclass
+class PodEvent:
+    at: float  # time.monotonic() when the test saw it
+    type: str
+    name: str
+    job: str
+    attempt: int
+    phase: str
+    deleting: bool
+    node: str | None
+
+
+@dataclass
+class PodHistory:
+    """Every pod transition seen by a watch, in order."""
+
+    events: list[PodEvent] = field(default_factory=list)
+
+    def first(self, name: str, phase: str | None = None, type_: str | None = None) -> float:
+        for e in self.events:
+            if (
+                e.name == name
+                and (phase is None or e.phase == phase)
+                and (type_ is None or e.type == type_)
+            ):
+                return e.at
+        raise AssertionError(
+            f"pod {name} never seen {phase or ''} {type_ or ''}; saw {self.names()}"
+        )
+
+    def names(self) -> list[str]:
+        return sorted({e.name for e in self.events})
+
+    def attempts(self, job: str) -> list[int]:
+        return sorted({e.attempt for e in self.events if e.job == job})
+
+    def check_never_twice(self) -> None:
+        """No job ever had two live attempts at once; no attempt name reused after its pod ended."""
+        live: dict[str, set[str]] = {}
+        for e in self.events:
+            pods = live.setdefault(e.job, set())
+            if e.type == "DELETED" or e.phase in ("Succeeded", "Failed"):
+                pods.discard(e.name)
+            else:
+                pods.add(e.name)
+            assert len(pods) <= 1, f"job {e.job} had attempts {sorted(pods)} alive at once"
+
+    def max_alive(self) -> int:
+        alive: set[str] = set()
+        most = 0
+        for e in self.events:
+            if e.type == "DELETED" or e.phase in ("Succeeded", "Failed"):
+                alive.discard(e.name)
+            else:
+                alive.add(e.name)
+            most = max(most, len(alive))
+        return most
+
+
+@contextlib.asynccontextmanager
+async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[PodHistory]:
+    history = PodHistory()
+    ready = asyncio.Event()
+
+    async def run() -> None:
+        while True:
+            w = watch.Watch()
+            listing = await core.list_namespaced_pod(namespace)
+            ready.set()
+            async for event in w.stream(
+                core.list_namespaced_pod,
+                namespace,
+                resource_version=listing.metadata.resource_version,
+            ):
+                pod = event["object"]
+                labels = pod.metadata.labels or {}
+                if "dagwright.io/job" not in labels:
+                    continue
+                history.events.append(
+                    PodEvent(
+                        at=time.monotonic(),
+                        type=event["type"],
+                        name=pod.metadata.name,
+                        job=labels["dagwright.io/job"],
+                        attempt=int(labels.get("dagwright.io/attempt", "0")),
+                        phase=pod.status.phase or "Pending",
+                        deleting=pod.metadata.deletion_timestamp is not None,
+                        node=pod.spec.node_name,
+                    )
+                )
+
+    task = asyncio.create_task(run())
+    await ready.wait()
+    try:
+        yield history
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
