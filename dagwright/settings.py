@@ -34,3 +34,6 @@ class OperatorSettings(BaseSettings):
     kube_qps: float = 200.0
     kube_burst: int = 400
     health_port: int = 8081
+    priority_classes: bool = Field(
+        True, description="Create and use dagwright-priority-N PriorityClasses."
+    )

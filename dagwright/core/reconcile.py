@@ -32,6 +32,7 @@ RECREATE_AFTER_SECONDS = 5.0
 class StartPod:
     job: str
     attempt: int
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Snapshot:
     parallelism: int
     suspend: bool = False
     shutdown: Shutdown | None = None
+    # Capacity control: job -> pool for jobs granted a slot. None: unlimited
+    # (no pools), every ready job may start within parallelism.
+    admitted: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Plan:
     phase: ExecutionPhase = ExecutionPhase.PENDING
     message: str = ""
     wake_at: float | None = None
+    # Ready jobs that parallelism would let start but that hold no slot yet,
+    # in start order: the shell asks the pools' queues to admit them.
+    wants: list[str] = field(default_factory=list)
 
     def set(self, name: str, state: JobState) -> None:
         if state != self.jobs[name]:
@@ -288,6 +295,12 @@ def _start(snap: Snapshot, plan: Plan) -> None:
     ready.sort(key=lambda job: (-job.priority, job.index))
     for job in ready[:free]:
         state = plan.jobs[job.name]
+        pool = None
+        if snap.admitted is not None:
+            if job.name not in snap.admitted:
+                plan.wants.append(job.name)
+                continue
+            pool = snap.admitted[job.name]
         attempt = state.attempt + 1
         plan.set(
             job.name,
@@ -299,9 +312,10 @@ def _start(snap: Snapshot, plan: Plan) -> None:
                 started_at=None,
                 finished_at=None,
                 exit_code=None,
+                pool=pool,
             ),
         )
-        plan.actions.append(StartPod(job.name, attempt))
+        plan.actions.append(StartPod(job.name, attempt, pool))
         plan.wake(snap.now + RECREATE_AFTER_SECONDS)
 
 

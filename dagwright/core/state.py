@@ -51,6 +51,7 @@ class JobState:
     finished_at: float | None = None
     exit_code: int | None = None
     message: str = ""
+    pool: str | None = None  # WorkerPool the current attempt runs in (holds a slot there)
 
     def to_json(self) -> dict[str, Any]:
         """Compact: fields at their default are left out (10,000 of these live in Redis)."""

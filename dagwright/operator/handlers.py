@@ -1,34 +1,39 @@
 """kopf wiring: a few lines each, the work is in ``runner`` and ``dagwright.core``.
 
-- Pods and WorkerPools are watched into in-memory indexes.
-- Every DAGExecution that has not finished gets a daemon: its runner.
-- Watch events on pods and executions wake the runner they concern.
+- Pods, nodes and WorkerPools are watched into in-memory indexes.
+- Every DAGExecution gets a daemon: its runner (which returns at once for a
+  finished execution).
+- Watch events on pods and executions wake the runner they concern; a slot
+  released anywhere (Redis pub/sub) wakes the runners waiting for capacity.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from dagwright.core.placement import Pool
 from dagwright.core.spec import WorkerPoolSpec
 from dagwright.core.state import PodObservation
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator.kube import Kube, new_api_client
-from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, observe
-from dagwright.operator.runner import Context, ExecutionRunner, pool_list
+from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, POOL_LABEL, observe
+from dagwright.operator.runner import ClusterView, Context, ExecutionRunner, NodeInfo
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import Store
+from dagwright.store.slots import FREED_CHANNEL, Slots
 
 log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config = OperatorSettings()
     # Ownership is per execution, through fenced leases in Redis: every
     # instance runs, none is a frozen standby (kopf peering is not used).
@@ -46,13 +51,38 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     api = await new_api_client()
     redis = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
-    memo.ctx = Context(settings=config, kube=Kube(api), store=Store(redis))
+    kube = Kube(api)
+    # A slot outlives a crashed owner by a few leases, then frees itself.
+    hold = 3 * config.lease_seconds
+    memo.ctx = Context(
+        settings=config,
+        kube=kube,
+        store=Store(redis),
+        slots=Slots(redis, hold_seconds=hold, stale_seconds=hold),
+        view=ClusterView(),
+        priority_classes=config.priority_classes and await kube.ensure_priority_classes(),
+    )
+    memo.listener = asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis))
     log.info("dagwright operator %s starting", config.instance_id)
 
 
+async def _listen_for_freed_slots(ctx: Context, redis: aioredis.Redis) -> None:
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(FREED_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        ctx.wake_waiting()
+        except RedisError as exc:
+            log.warning("slot notifications interrupted (%s); resubscribing", exc)
+            await asyncio.sleep(1.0)
+
+
 @kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(memo: Any, **_: Any) -> None:
     ctx: Context = memo.ctx
+    memo.listener.cancel()
     await ctx.store.redis.aclose()
     await ctx.kube.api.close()
 
@@ -66,6 +96,14 @@ def workerpools(name: str, spec: kopf.Spec, **_: Any) -> dict[None, Pool] | None
         return None
 
 
+@kopf.index("", "v1", "nodes")
+def nodes(name: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[None, NodeInfo]:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    cordoned = bool((body.get("spec") or {}).get("unschedulable"))
+    return {None: NodeInfo(name, dict(labels), ready and not cordoned)}
+
+
 @kopf.index("", "v1", "pods", labels=MANAGED_SELECTOR)
 def pods_by_execution(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
@@ -73,6 +111,16 @@ def pods_by_execution(
     execution = labels.get(EXECUTION_LABEL)
     seen = observe(dict(body))
     return {(namespace or "", execution): seen} if execution and seen else None
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED_SELECTOR)
+def pods_by_pool(
+    name: str, body: kopf.Body, labels: kopf.Labels, **_: Any
+) -> dict[str, str] | None:
+    """Pods occupying a pool: not yet finished."""
+    pool = labels.get(POOL_LABEL)
+    phase = (body.get("status") or {}).get("phase")
+    return {pool: name} if pool and phase not in ("Succeeded", "Failed") else None
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED_SELECTOR)
@@ -100,17 +148,13 @@ async def run_execution(
     memo: Any,
     **kwargs: Any,
 ) -> None:
-    # kopf passes each index as a keyword named after its function.
-    pods_index: kopf.Index[tuple[str, str], PodObservation] = kwargs["pods_by_execution"]
-    pools_index: kopf.Index[None, Pool] = kwargs["workerpools"]
     ctx: Context = memo.ctx
+    # kopf passes each index as a keyword named after its function; they are
+    # live views, so binding them once serves every runner.
+    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"], kwargs["pods_by_pool"])
+    pods_index: kopf.Index[tuple[str, str], PodObservation] = kwargs["pods_by_execution"]
     key = (namespace or "", name)
-    runner = ExecutionRunner(
-        ctx,
-        body,
-        pods=lambda: list(pods_index.get(key, [])),
-        pools=lambda: pool_list(pools_index),
-    )
+    runner = ExecutionRunner(ctx, body, pods=lambda: list(pods_index.get(key, [])))
     await runner.run(stopped)
     if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
         await ctx.store.delete(uid)

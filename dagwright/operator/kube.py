@@ -66,3 +66,35 @@ class Kube:
             _content_type="application/merge-patch+json",
             _preload_content=False,
         )
+
+    async def ensure_priority_classes(self) -> bool:
+        """PriorityClasses dagwright-priority-1..10, so the scheduler orders
+        pending job pods as dagwright does. Never preempting: a higher
+        priority job waits for a slot rather than killing a training run.
+        False when not allowed to create them (then pods carry no class)."""
+        scheduling = client.SchedulingV1Api(self.api)
+        for priority in range(1, 11):
+            body = {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {
+                    "name": f"dagwright-priority-{priority}",
+                    "labels": {"app.kubernetes.io/managed-by": "dagwright"},
+                },
+                "value": priority * 100,
+                "preemptionPolicy": "Never",
+                "globalDefault": False,
+                "description": f"dagwright job priority {priority}",
+            }
+            try:
+                await scheduling.create_priority_class(cast(Any, body), _preload_content=False)
+            except ApiException as exc:
+                if exc.status == 409:
+                    continue
+                if exc.status == 403:
+                    log.warning(
+                        "not allowed to create PriorityClasses; job pods get no priority class"
+                    )
+                    return False
+                raise
+        return True

@@ -47,7 +47,12 @@ def pod_name(execution: str, job: str, attempt: int) -> str:
 
 
 def build_pod(
-    owner: Owner, job: Job, attempt: int, epoch: int, placement: Placement
+    owner: Owner,
+    job: Job,
+    attempt: int,
+    epoch: int,
+    placement: Placement,
+    priority_class: str | None = None,
 ) -> dict[str, Any]:
     env = [{"name": e.name, "value": e.value} for e in job.env]
     env += [
@@ -97,6 +102,8 @@ def build_pod(
         "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
     if placement.node_selector:
         spec["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:

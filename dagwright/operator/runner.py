@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from dagwright.core.graph import Dag, InvalidDag, build_dag
-from dagwright.core.placement import Pool, capabilities, choose_pool
+from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
 from dagwright.core.spec import DAGExecutionSpec
@@ -32,6 +32,7 @@ from dagwright.operator.kube import Kube
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import FencedOut, Store
+from dagwright.store.slots import Slots, member
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,53 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: Mapping[str, str]
+    schedulable: bool  # Ready and not cordoned
+
+
+class ClusterView:
+    """What the watches show of pools, nodes and running pods: kopf indexes,
+    live objects bound once by the first daemon (handlers receive them)."""
+
+    def __init__(self) -> None:
+        self._pools: Mapping[Any, Iterable[Pool]] = {}
+        self._nodes: Mapping[Any, Iterable[NodeInfo]] = {}
+        self._running: Mapping[str, Iterable[str]] = {}
+
+    def bind(
+        self,
+        pools: Mapping[Any, Iterable[Pool]],
+        nodes: Mapping[Any, Iterable[NodeInfo]],
+        running: Mapping[str, Iterable[str]],
+    ) -> None:
+        self._pools, self._nodes, self._running = pools, nodes, running
+
+    def pools(self) -> list[Pool]:
+        return [pool for values in self._pools.values() for pool in values]
+
+    def nodes(self) -> list[NodeInfo]:
+        return [node for values in self._nodes.values() for node in values]
+
+    def running(self, pool: str) -> int:
+        return len(list(self._running.get(pool, [])))
+
+    def capacity(self, pool: Pool) -> int:
+        selector = pool.spec.node_selector.items()
+        members = sum(
+            1
+            for n in self.nodes()
+            if n.schedulable and all(n.labels.get(k) == v for k, v in selector)
+        )
+        return members * pool.spec.max_concurrency
+
+    def load(self, pool: Pool) -> float:
+        capacity = self.capacity(pool)
+        return self.running(pool.name) / capacity if capacity else float("inf")
+
+
 @dataclass
 class Context:
     """What every runner shares: clients, settings, the wake-up registry."""
@@ -49,12 +97,21 @@ class Context:
     settings: OperatorSettings
     kube: Kube
     store: Store
+    slots: Slots
+    view: ClusterView
+    priority_classes: bool = False
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # Runners waiting for a pool slot, woken when any slot is released.
+    waiting: set[tuple[str, str]] = field(default_factory=set)
 
     def wake(self, namespace: str, name: str) -> None:
         event = self.wakeups.get((namespace, name))
         if event is not None:
             event.set()
+
+    def wake_waiting(self) -> None:
+        for key in list(self.waiting):
+            self.wake(*key)
 
 
 def _condition(
@@ -75,12 +132,11 @@ class ExecutionRunner:
         ctx: Context,
         body: kopf.Body,
         pods: Callable[[], Iterable[PodObservation]],
-        pools: Callable[[], list[Pool]],
     ):
         self.ctx = ctx
         self.body = body
         self.pods = pods
-        self.pools = pools
+        self.view = ctx.view
         meta = body["metadata"]
         self.owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
         self.key = (self.owner.namespace, self.owner.name)
@@ -94,6 +150,8 @@ class ExecutionRunner:
         self.last_status: dict[str, Any] | None = None
         self.last_status_at = 0.0
         self.started_at: float | None = None
+        self.admitted: dict[str, str] = {}  # granted a slot, pod not yet created
+        self.holding: dict[str, str] = {}  # job -> pool whose slot it holds
 
     # --- ownership -------------------------------------------------------
 
@@ -178,7 +236,7 @@ class ExecutionRunner:
             return self.dag
         try:
             spec = DAGExecutionSpec.model_validate(_plain(self.body["spec"]))
-            dag = build_dag(spec, capabilities(self.pools()))
+            dag = build_dag(spec, capabilities(self.view.pools()))
         except ValidationError as exc:
             return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         except InvalidDag as exc:
@@ -199,17 +257,25 @@ class ExecutionRunner:
         if self.states is None:
             self.states = await self._restore(dag, pods.values())
         now = time.time()
-        plan = reconcile(
-            Snapshot(
-                dag=dag,
-                jobs=self.states,
-                pods=pods,
-                now=now,
-                parallelism=spec.parallelism,
-                suspend=spec.suspend,
-                shutdown=spec.shutdown,
-            )
+        pools = self.view.pools()
+        snap = Snapshot(
+            dag=dag,
+            jobs=self.states,
+            pods=pods,
+            now=now,
+            parallelism=spec.parallelism,
+            suspend=spec.suspend,
+            shutdown=spec.shutdown,
+            admitted=self.admitted if pools else None,
         )
+        plan = reconcile(snap)
+        if plan.wants:
+            if await self._admit(dag, plan, pools):
+                plan = reconcile(replace(snap, admitted=self.admitted))
+            if plan.wants:
+                self.ctx.waiting.add(self.key)
+        if not plan.wants:
+            self.ctx.waiting.discard(self.key)
         # Persist before acting: a crash after this write and before a pod
         # create re-creates the same deterministic name (409, adopt); the
         # reverse order could start an attempt the state does not know of.
@@ -221,8 +287,17 @@ class ExecutionRunner:
         if not self._lease_valid():
             return False, None  # renew first; the actions are recomputed next pass
         await self._act(dag, plan)
+        await self._account_slots(pods)
+        unused = [
+            n for n in self.admitted if plan.jobs[n].phase is not JobPhase.READY or spec.suspend
+        ]
+        if unused:
+            await self.ctx.slots.release(
+                (self.admitted.pop(n), member(self.owner.uid, n)) for n in unused
+            )
         retry_publish_at = await self._publish(dag, plan, now)
         if plan.phase.terminal:
+            self.ctx.waiting.discard(self.key)
             await self.ctx.store.expire(
                 self.owner.uid, self.epoch, self.ctx.settings.finished_ttl_seconds
             )
@@ -249,12 +324,17 @@ class ExecutionRunner:
 
     async def _act(self, dag: Dag, plan: Plan) -> None:
         assert self.epoch is not None
-        pools = self.pools()
+        pools = {p.name: p for p in self.view.pools()}
         creates = []
         for action in plan.actions:
             if isinstance(action, StartPod):
                 job = dag.jobs[action.job]
-                pool = choose_pool(job.requires, pools)
+                self.admitted.pop(action.job, None)
+                pool = (
+                    pools.get(action.pool)
+                    if action.pool
+                    else choose_pool(job.requires, pools.values())
+                )
                 placement = (
                     Placement(
                         pool=pool.name,
@@ -267,7 +347,12 @@ class ExecutionRunner:
                     if pool
                     else Placement()
                 )
-                manifest = build_pod(self.owner, job, action.attempt, self.epoch, placement)
+                priority_class = (
+                    f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None
+                )
+                manifest = build_pod(
+                    self.owner, job, action.attempt, self.epoch, placement, priority_class
+                )
                 creates.append(self._create(manifest, plan.jobs[action.job]))
             elif isinstance(action, DeletePod):
                 name = pod_name(self.owner.name, action.job, action.attempt)
@@ -285,6 +370,50 @@ class ExecutionRunner:
                 metrics.count_job_event(action.reason)
         if creates:
             await asyncio.gather(*creates)
+
+    async def _admit(self, dag: Dag, plan: Plan, pools: list[Pool]) -> bool:
+        """Ask the pools' queues for slots for the wanted jobs; True if any granted."""
+        granted = False
+        for name in plan.wants:
+            job = dag.jobs[name]
+            state = plan.jobs[name]
+            who = member(self.owner.uid, name)
+            candidates = sorted(
+                eligible(job.requires, pools), key=lambda p: (self.view.load(p), p.name)
+            )
+            for i, pool in enumerate(candidates):
+                since = state.ready_at or time.time()
+                if await self.ctx.slots.admit(
+                    pool.name, who, job.priority, since, self.view.capacity(pool)
+                ):
+                    self.admitted[name] = pool.name
+                    granted = True
+                    for other in candidates[:i]:
+                        await self.ctx.slots.withdraw(other.name, who)
+                    break
+        return granted
+
+    async def _account_slots(self, pods: Mapping[tuple[str, int], PodObservation]) -> None:
+        """Renew the slots of jobs still running, release the others."""
+        assert self.states is not None
+        holding: dict[str, str] = {}
+        for name, state in self.states.items():
+            if state.pool is None or not state.attempt:
+                continue
+            pod = pods.get((name, state.attempt))
+            if state.phase in (JobPhase.STARTING, JobPhase.RUNNING) or (
+                pod is not None and pod.alive
+            ):
+                holding[name] = state.pool
+        uid = self.owner.uid
+        released = [
+            (pool, member(uid, n)) for n, pool in self.holding.items() if holding.get(n) != pool
+        ]
+        if released:
+            await self.ctx.slots.release(released)
+        if holding:
+            await self.ctx.slots.renew((pool, member(uid, n)) for n, pool in holding.items())
+        self.holding = holding
 
     async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
         created = await self.ctx.kube.create_pod(manifest)
@@ -399,7 +528,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
-
-
-def pool_list(index: Mapping[Any, Any]) -> list[Pool]:
-    return [pool for values in index.values() for pool in values]

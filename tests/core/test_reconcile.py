@@ -322,3 +322,26 @@ def test_any_interleaving_keeps_the_invariants_and_terminates(
         if phase is ExecutionPhase.SUCCEEDED:
             assert state.phase is JobPhase.SUCCEEDED
     assert not any(p.alive for p in world.pods.values())
+
+
+def test_without_a_slot_ready_jobs_are_wanted_in_priority_order_not_started() -> None:
+    dag = build_dag(
+        DAGExecutionSpec.model_validate(
+            {
+                "defaults": {"image": "x"},
+                "jobs": [
+                    {"name": "low", "priority": 2},
+                    {"name": "high", "priority": 9},
+                    {"name": "mid"},
+                ],
+            }
+        )
+    )
+    snap = Snapshot(dag, {}, {}, 0.0, parallelism=2, admitted={})
+    plan = reconcile(snap)
+    assert plan.wants == ["high", "mid"]  # parallelism 2: only two could start
+    assert not any(isinstance(a, StartPod) for a in plan.actions)
+    plan = reconcile(replace(snap, jobs=plan.jobs, admitted={"mid": "pool-a"}))
+    assert StartPod("mid", 1, "pool-a") in plan.actions
+    assert plan.jobs["mid"].pool == "pool-a"
+    assert plan.wants == ["high"]

@@ -406,3 +406,32 @@ async def test_events_are_recorded_and_deleting_the_execution_removes_its_pods(
         return await pod_names(core, namespace) == []
 
     await wait_for("the garbage collector to remove the pods", no_pods, within=30)
+
+
+# 4. Priority across executions when capacity is short ------------------------
+
+
+async def test_higher_priority_jobs_start_first_when_slots_are_short(
+    kube: client.ApiClient, core: client.CoreV1Api, namespace: str, pools: Pools
+) -> None:
+    await pools.create(["cpu"], size=1, max_concurrency=1)  # one slot in all
+    async with record_pods(core, namespace) as history:
+        await create_execution(kube, namespace, "blocker", dag([{"name": "hold"}], duration="2s"))
+        await wait_for("the blocker running", lambda: _running(core, namespace, "blocker-hold-1"))
+        await create_execution(
+            kube, namespace, "low", dag([{"name": "job"}], duration="500ms", priority=2)
+        )
+        await asyncio.sleep(0.5)  # low asked first...
+        await create_execution(
+            kube, namespace, "high", dag([{"name": "job"}], duration="500ms", priority=9)
+        )
+        for name in ("blocker", "low", "high"):
+            await wait_phase(kube, namespace, name, "Succeeded", within=60)
+    assert history.first("high-job-1", type_="ADDED") < history.first("low-job-1", type_="ADDED")
+    assert history.first("blocker-hold-1", phase="Succeeded") <= history.first(
+        "high-job-1", type_="ADDED"
+    )
+    assert history.max_alive() == 1  # the pool's single slot was never exceeded
+    high = await core.read_namespaced_pod("high-job-1", namespace)
+    assert high.spec.priority_class_name == "dagwright-priority-9"
+    assert high.spec.priority == 900
