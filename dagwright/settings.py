@@ -33,7 +33,12 @@ class OperatorSettings(BaseSettings):
     )
     kube_qps: float = 200.0
     kube_burst: int = 400
-    health_port: int = 8081
+    health_port: int = Field(8081, description="kopf liveness endpoint /healthz; 0 disables.")
+    metrics_port: int = Field(9090, description="Prometheus /metrics; 0 disables.")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often the operator reports itself alive in Redis."
+    )
+    log_format: str = Field("text", pattern="^(text|json)$")
     priority_classes: bool = Field(
         True, description="Create and use dagwright-priority-N PriorityClasses."
     )

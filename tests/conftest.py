@@ -27,7 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dagwright.devcluster.build import ensure_binary
 from dagwright.devcluster.cluster import ClusterSettings, Kwok, LocalCluster
 from dagwright.devcluster.nodes import node_manifest
-from dagwright.devcluster.processes import Process
+from dagwright.devcluster.processes import Process, free_port
 from dagwright.devcluster.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -255,6 +255,7 @@ class OperatorProcess:
     redis_url: str
     env: dict[str, str] = field(default_factory=dict)
     process: Process | None = None
+    metrics_port: int = field(default_factory=free_port)
     log: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix="dagwright-op-")) / "operator.log"
     )
@@ -265,6 +266,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "DAGWRIGHT_REDIS_URL": self.redis_url,
             "DAGWRIGHT_HEALTH_PORT": "0",
+            "DAGWRIGHT_METRICS_PORT": str(self.metrics_port),
             "DAGWRIGHT_STATUS_INTERVAL_SECONDS": "0.2",
             **self.env,
         }

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from dagwright.core.graph import Dag, Job
-from dagwright.core.spec import Shutdown
+from dagwright.core.spec import PodGCStrategy, Shutdown
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
 
 # A created pod the watch has not shown us after this long is created again
@@ -66,6 +66,7 @@ class Snapshot:
     # Capacity control: job -> pool for jobs granted a slot. None: unlimited
     # (no pools), every ready job may start within parallelism.
     admitted: Mapping[str, str] | None = None
+    pod_gc: PodGCStrategy = PodGCStrategy.NEVER
 
 
 @dataclass
@@ -97,7 +98,25 @@ def reconcile(snap: Snapshot) -> Plan:
     _propagate(snap, plan)
     _start(snap, plan)
     plan.phase, plan.message = _phase(snap, plan)
+    _collect_pods(snap, plan)
     return plan
+
+
+def _collect_pods(snap: Snapshot, plan: Plan) -> None:
+    """Pod GC: delete finished pods whose result is recorded, per the policy."""
+    strategy = snap.pod_gc
+    if strategy is PodGCStrategy.NEVER:
+        return
+    everything = (strategy is PodGCStrategy.ON_EXECUTION_COMPLETION and plan.phase.terminal) or (
+        strategy is PodGCStrategy.ON_EXECUTION_SUCCESS and plan.phase is ExecutionPhase.SUCCEEDED
+    )
+    for (name, attempt), pod in snap.pods.items():
+        if pod.alive or pod.deleting or name not in plan.jobs:
+            continue
+        if everything or (
+            strategy is PodGCStrategy.ON_JOB_SUCCESS and plan.jobs[name].phase is JobPhase.SUCCEEDED
+        ):
+            plan.actions.append(DeletePod(name, attempt, "pod GC"))
 
 
 def _pod(snap: Snapshot, name: str, attempt: int) -> PodObservation | None:

@@ -107,8 +107,10 @@ class JobSettings(Model):
 
 class JobSpec(JobSettings):
     name: DnsLabel = Field(description="Unique name of the job within the DAG (a DNS label).")
-    type: Annotated[str, StringConstraints(max_length=63)] = Field(
-        "generic", description="Free text: preprocessing, training, evaluation..."
+    # No schema default: a default is stored in every job of every object,
+    # and 10,000-job DAGs must stay well under etcd's object size limit.
+    type: Annotated[str, StringConstraints(max_length=63)] | None = Field(
+        None, description="Free text: preprocessing, training, evaluation... (default generic)"
     )
     depends_on: list[DnsLabel] = Field(
         default_factory=list,
@@ -130,6 +132,19 @@ class JobSpec(JobSettings):
     )
 
 
+class PodGCStrategy(StrEnum):
+    NEVER = "Never"  # keep every pod (their logs) until the execution is deleted
+    ON_JOB_SUCCESS = "OnJobSuccess"  # delete a job's pods once it succeeded
+    ON_EXECUTION_SUCCESS = "OnExecutionSuccess"  # delete all pods when the DAG succeeded
+    ON_EXECUTION_COMPLETION = "OnExecutionCompletion"  # delete all pods when the DAG finished
+
+
+class PodGC(Model):
+    strategy: PodGCStrategy = Field(
+        PodGCStrategy.NEVER, description="When finished pods are deleted."
+    )
+
+
 class DAGExecutionSpec(Model):
     priority: Priority = Field(5, description="1 (lowest) to 10 (highest).")
     parallelism: int = Field(
@@ -142,6 +157,9 @@ class DAGExecutionSpec(Model):
     )
     defaults: JobSettings = Field(
         default_factory=JobSettings, description="Settings every job inherits."
+    )
+    pod_gc: PodGC = Field(
+        default_factory=PodGC, alias="podGC", description="Deleting finished pods."
     )
     jobs: list[JobSpec] = Field(
         min_length=1,

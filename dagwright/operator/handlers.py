@@ -22,6 +22,7 @@ from dagwright.core.placement import Pool
 from dagwright.core.spec import WorkerPoolSpec
 from dagwright.core.state import PodObservation
 from dagwright.crdgen import GROUP, VERSION
+from dagwright.operator import metrics
 from dagwright.operator.kube import Kube, new_api_client
 from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, POOL_LABEL, observe
 from dagwright.operator.runner import ClusterView, Context, ExecutionRunner, NodeInfo
@@ -62,7 +63,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         view=ClusterView(),
         priority_classes=config.priority_classes and await kube.ensure_priority_classes(),
     )
-    memo.listener = asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis))
+    memo.tasks = [
+        asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis)),
+        asyncio.create_task(_heartbeat(memo.ctx)),
+    ]
     log.info("dagwright operator %s starting", config.instance_id)
 
 
@@ -79,10 +83,26 @@ async def _listen_for_freed_slots(ctx: Context, redis: aioredis.Redis) -> None:
             await asyncio.sleep(1.0)
 
 
+async def _heartbeat(ctx: Context) -> None:
+    """Tell Redis (and so the REST API's health check) that this instance lives."""
+    interval = ctx.settings.heartbeat_seconds
+    while True:
+        try:
+            await ctx.store.heartbeat(
+                ctx.settings.instance_id, owned=len(ctx.owned), ttl_seconds=3 * interval
+            )
+        except RedisError as exc:
+            log.warning("heartbeat to Redis failed: %s", exc)
+        metrics.EXECUTIONS_OWNED.set(len(ctx.owned))
+        metrics.QUEUE_DEPTH.set(sum(ctx.wanted.values()))
+        await asyncio.sleep(interval)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     ctx: Context = memo.ctx
-    memo.listener.cancel()
+    for task in memo.tasks:
+        task.cancel()
     await ctx.store.redis.aclose()
     await ctx.kube.api.close()
 

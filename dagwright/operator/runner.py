@@ -103,6 +103,8 @@ class Context:
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     # Runners waiting for a pool slot, woken when any slot is released.
     waiting: set[tuple[str, str]] = field(default_factory=set)
+    owned: set[tuple[str, str]] = field(default_factory=set)  # executions this instance owns
+    wanted: dict[tuple[str, str], int] = field(default_factory=dict)  # ready jobs without a slot
 
     def wake(self, namespace: str, name: str) -> None:
         event = self.wakeups.get((namespace, name))
@@ -163,7 +165,9 @@ class ExecutionRunner:
         epoch = await self.ctx.store.acquire(self.owner.uid, s.instance_id, s.lease_seconds)
         if epoch is None:
             self.epoch, self.states = None, None
+            self.ctx.owned.discard(self.key)
             return False
+        self.ctx.owned.add(self.key)
         if epoch != self.epoch:
             self.states = None  # new term: start from what is persisted
         self.epoch = epoch
@@ -219,6 +223,9 @@ class ExecutionRunner:
                 await self._sleep(wait, stopped)
         finally:
             self.ctx.wakeups.pop(self.key, None)
+            self.ctx.owned.discard(self.key)
+            self.ctx.waiting.discard(self.key)
+            self.ctx.wanted.pop(self.key, None)
 
     async def _sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stopped.wait())]
@@ -267,6 +274,7 @@ class ExecutionRunner:
             suspend=spec.suspend,
             shutdown=spec.shutdown,
             admitted=self.admitted if pools else None,
+            pod_gc=spec.pod_gc.strategy,
         )
         plan = reconcile(snap)
         if plan.wants:
@@ -276,6 +284,7 @@ class ExecutionRunner:
                 self.ctx.waiting.add(self.key)
         if not plan.wants:
             self.ctx.waiting.discard(self.key)
+        self.ctx.wanted[self.key] = len(plan.wants)
         # Persist before acting: a crash after this write and before a pod
         # create re-creates the same deterministic name (409, adopt); the
         # reverse order could start an attempt the state does not know of.

@@ -16,6 +16,7 @@ that was paused or partitioned past its lease cannot write after waking.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import cast
 
@@ -24,6 +25,7 @@ import redis.asyncio as aioredis
 from dagwright.core.state import JobState
 
 PREFIX = "dw:x:"
+OPERATORS_PREFIX = "dw:operator:"
 
 # KEYS: lease, epoch. ARGV: instance id, ttl ms.
 # Returns the epoch held by this instance, or -(ttl left) when another owns it.
@@ -133,3 +135,13 @@ class Store:
 
     async def delete(self, uid: str) -> None:
         await self.redis.delete(*self._keys(uid))
+
+    async def heartbeat(self, instance: str, owned: int, ttl_seconds: float) -> None:
+        payload = json.dumps({"instance": instance, "owned": owned, "at": time.time()})
+        await self.redis.set(f"{OPERATORS_PREFIX}{instance}", payload, px=int(ttl_seconds * 1000))
+
+    async def operators(self) -> list[dict[str, object]]:
+        """Live operator instances (their heartbeats have not expired)."""
+        keys = [k async for k in self.redis.scan_iter(match=f"{OPERATORS_PREFIX}*", count=100)]
+        values = await self.redis.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dagwright.core.graph import Dag, build_dag
 from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
-from dagwright.core.spec import DAGExecutionSpec, Shutdown
+from dagwright.core.spec import DAGExecutionSpec, PodGCStrategy, Shutdown
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
 
 
@@ -345,3 +345,42 @@ def test_without_a_slot_ready_jobs_are_wanted_in_priority_order_not_started() ->
     assert StartPod("mid", 1, "pool-a") in plan.actions
     assert plan.jobs["mid"].pool == "pool-a"
     assert plan.wants == ["high"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "deleted_while_running", "deleted_at_end"),
+    [
+        (PodGCStrategy.NEVER, set(), set()),
+        (PodGCStrategy.ON_JOB_SUCCESS, {("a", 1)}, {("a", 1), ("b", 1)}),
+        (PodGCStrategy.ON_EXECUTION_SUCCESS, set(), {("a", 1), ("b", 1)}),
+        (PodGCStrategy.ON_EXECUTION_COMPLETION, set(), {("a", 1), ("b", 1)}),
+    ],
+)
+def test_pod_gc(
+    strategy: PodGCStrategy,
+    deleted_while_running: set[tuple[str, int]],
+    deleted_at_end: set[tuple[str, int]],
+) -> None:
+    world = World(make_dag({"a": [], "b": ["a"]}))
+    deleted: set[tuple[str, int]] = set()
+
+    def step() -> Plan:
+        plan = reconcile(
+            Snapshot(world.dag, world.jobs, world.pods, world.now, 10, pod_gc=strategy)
+        )
+        deleted.update((a.job, a.attempt) for a in plan.actions if isinstance(a, DeletePod))
+        return plan
+
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    world.advance(("a", 1), "succeed")
+    world.step()
+    step()  # b starting, a succeeded
+    assert deleted == deleted_while_running
+    world.advance(("b", 1), "run")
+    world.step()
+    world.advance(("b", 1), "succeed")
+    plan = step()
+    assert plan.phase is ExecutionPhase.SUCCEEDED
+    assert deleted == deleted_at_end

@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from kubernetes_asyncio import client
@@ -435,3 +436,72 @@ async def test_higher_priority_jobs_start_first_when_slots_are_short(
     high = await core.read_namespaced_pod("high-job-1", namespace)
     assert high.spec.priority_class_name == "dagwright-priority-9"
     assert high.spec.priority == 900
+
+
+# 10. Metrics, 11. pod GC, large DAGs -----------------------------------------------
+
+
+async def test_metrics_count_started_jobs_and_scheduling_latency(
+    kube: client.ApiClient, namespace: str, pools: Pools, operator: OperatorProcess
+) -> None:
+    async def scrape() -> dict[str, float]:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{operator.metrics_port}/metrics")).text
+        return {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line.startswith("dagwright_") and " " in line
+        }
+
+    async def scrape_when_up() -> dict[str, float] | None:
+        try:
+            return await scrape()
+        except httpx.ConnectError:
+            return None
+
+    before = await wait_for("the operator's metrics endpoint", scrape_when_up)
+    await pools.create(["cpu"])
+    await create_execution(
+        kube, namespace, "metered", dag([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}])
+    )
+    await wait_phase(kube, namespace, "metered", "Succeeded", within=30)
+    after = await scrape()
+    assert (
+        after["dagwright_jobs_started_total"] - before.get("dagwright_jobs_started_total", 0) == 2
+    )
+    latency_count = "dagwright_scheduling_latency_seconds_count"
+    assert after[latency_count] - before.get(latency_count, 0) == 2
+    succeeded = 'dagwright_job_transitions_total{reason="JobSucceeded"}'
+    assert after[succeeded] - before.get(succeeded, 0) == 2
+
+
+async def test_pod_gc_on_job_success_deletes_finished_pods(
+    kube: client.ApiClient, core: client.CoreV1Api, namespace: str, pools: Pools
+) -> None:
+    await pools.create(["cpu"])
+    spec = dag(
+        [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}], podGC={"strategy": "OnJobSuccess"}
+    )
+    await create_execution(kube, namespace, "gc", spec)
+    obj = await wait_phase(kube, namespace, "gc", "Succeeded", within=30)
+    assert [j["phase"] for j in obj["status"]["jobs"]] == ["Succeeded", "Succeeded"]
+
+    async def no_pods() -> bool:
+        return await pod_names(core, namespace) == []
+
+    await wait_for("finished pods collected", no_pods, within=15)
+
+
+async def test_large_dag_keeps_a_bounded_status(
+    kube: client.ApiClient, namespace: str, pools: Pools
+) -> None:
+    """10,000 jobs: accepted by the apiserver, tracked in Redis, summarised in status."""
+    await pools.create(["cpu"])
+    jobs = [{"name": f"j{i}", "dependsOn": [f"j{i // 2}"] if i else []} for i in range(10_000)]
+    await create_execution(kube, namespace, "huge", dag(jobs, suspend=True))
+    obj = await wait_phase(kube, namespace, "huge", "Suspended", within=60)
+    status = obj["status"]
+    assert status["counts"]["total"] == 10_000
+    assert status["progress"] == "0/10000"
+    assert "jobs" not in status  # per-job detail lives in Redis, not in etcd
+    assert len(json.dumps(status)) < 10_000
