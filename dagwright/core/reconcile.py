@@ -26,6 +26,11 @@ from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservat
 # A created pod the watch has not shown us after this long is created again
 # (idempotent: AlreadyExists means it was there after all).
 RECREATE_AFTER_SECONDS = 5.0
+# Attempts lost to dead nodes do not use the job's retries, but a job that
+# keeps losing its nodes must end some time.
+MAX_INFRA_FAILURES = 10
+# Nodes a job avoids after losing attempts on them (the most recent ones).
+MAX_AVOIDED_NODES = 8
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class StartPod:
     job: str
     attempt: int
     pool: str | None = None
+    avoid: tuple[str, ...] = ()  # nodes not to run on
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class DeletePod:
     job: str
     attempt: int
     reason: str
+    # Remove the pod object at once (grace period 0): only when its node is
+    # confirmed gone or its pool opted into forced failover.
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class Snapshot:
     # (no pools), every ready job may start within parallelism.
     admitted: Mapping[str, str] | None = None
     pod_gc: PodGCStrategy = PodGCStrategy.NEVER
+    # Pools whose lost pods may be force-deleted as soon as their node is
+    # NotReady (risking two copies if the node was only partitioned).
+    forced_failover: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -184,8 +196,29 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
         # An attempt we gave up on (timeout, terminate) must actually stop;
         # asking again is harmless if an earlier delete was lost.
         stale = _pod(snap, job.name, state.attempt) if state.attempt else None
-        if stale is not None and stale.alive and not stale.deleting:
-            plan.actions.append(DeletePod(job.name, state.attempt, state.message or "superseded"))
+        if stale is not None and stale.phase is PodPhase.SUCCEEDED and state.phase in _RESTARTABLE:
+            # An attempt we had given up on (its node was lost, say) finished
+            # after all: keep its result rather than running the job again.
+            plan.set(
+                job.name,
+                replace(
+                    state,
+                    phase=JobPhase.SUCCEEDED,
+                    finished_at=stale.finished_at or snap.now,
+                    exit_code=0,
+                    message="succeeded after its node was lost",
+                ),
+            )
+            plan.actions.append(
+                Emit("JobSucceeded", f"job {job.name} attempt {state.attempt} succeeded")
+            )
+            return
+        if stale is not None and not stale.phase.terminal:
+            force = _may_force(snap, state, stale)
+            if force or not stale.deleting:
+                plan.actions.append(
+                    DeletePod(job.name, state.attempt, state.message or "superseded", force)
+                )
         if state.phase is JobPhase.BACKOFF and snap.now < state.not_before:
             plan.wake(state.not_before)
         return
@@ -203,6 +236,9 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             plan.wake(snap.now + RECREATE_AFTER_SECONDS)
         else:
             plan.wake(created + RECREATE_AFTER_SECONDS)
+        return
+    if pod.node and (pod.node_lost or pod.node_gone) and not pod.phase.terminal:
+        _fail_over(snap, plan, job, state, pod)
         return
     if pod.phase is PodPhase.SUCCEEDED:
         plan.set(
@@ -247,6 +283,53 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             _fail_attempt(snap, plan, job, state, f"timed out after {job.timeout_seconds:g}s", None)
         else:
             plan.wake(deadline)
+
+
+def _may_force(snap: Snapshot, state: JobState, pod: PodObservation) -> bool:
+    return pod.node_gone or (
+        pod.node_lost and state.pool is not None and state.pool in snap.forced_failover
+    )
+
+
+def _fail_over(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObservation) -> None:
+    """The attempt's node died: an infrastructure failure, not the job's.
+
+    The next attempt avoids the node and waits until the old pod is gone
+    (forced at once when the node is confirmed gone or the pool opted in)."""
+    node = pod.node or "?"
+    label = f"job {job.name} attempt {state.attempt}"
+    plan.actions.append(
+        DeletePod(job.name, state.attempt, f"node {node} lost", _may_force(snap, state, pod))
+    )
+    infra = state.infra_failures + 1
+    if infra > MAX_INFRA_FAILURES:
+        message = f"lost {infra} attempts to node failures (last: {node})"
+        plan.set(
+            job.name,
+            replace(
+                state,
+                phase=JobPhase.FAILED,
+                infra_failures=infra,
+                finished_at=snap.now,
+                message=message,
+            ),
+        )
+        plan.actions.append(Emit("JobFailed", f"{label}: {message}", warning=True))
+        return
+    avoid = tuple(dict.fromkeys((*state.avoid, node)))[-MAX_AVOIDED_NODES:]
+    message = f"node {node} lost; resuming on another node"
+    plan.set(
+        job.name,
+        replace(
+            state,
+            phase=JobPhase.READY,
+            infra_failures=infra,
+            avoid=avoid,
+            ready_at=snap.now,
+            message=message,
+        ),
+    )
+    plan.actions.append(Emit("JobFailover", f"{label}: {message}", warning=True))
 
 
 def _apply_shutdown(snap: Snapshot, plan: Plan) -> None:
@@ -295,6 +378,7 @@ def _propagate(snap: Snapshot, plan: Plan) -> None:
 
 
 _BROKEN = frozenset({JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
+_RESTARTABLE = frozenset({JobPhase.READY, JobPhase.BACKOFF})
 
 
 def _start(snap: Snapshot, plan: Plan) -> None:
@@ -334,7 +418,7 @@ def _start(snap: Snapshot, plan: Plan) -> None:
                 pool=pool,
             ),
         )
-        plan.actions.append(StartPod(job.name, attempt, pool))
+        plan.actions.append(StartPod(job.name, attempt, pool, state.avoid))
         plan.wake(snap.now + RECREATE_AFTER_SECONDS)
 
 

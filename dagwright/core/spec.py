@@ -191,6 +191,12 @@ class WorkerPoolSpec(Model):
     ] = Field(min_length=1, max_length=16, description="Labels that identify the pool's nodes.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
     max_concurrency: int = Field(4, ge=1, le=1000, description="Job slots per node.")
+    force_failover: bool = Field(
+        False,
+        description="When a node goes NotReady, force-delete its job pods and start replacements at once "
+        "(faster failover; a partitioned node could briefly run a second copy). Without it, a replacement "
+        "waits until the old pod is gone or the node object is deleted.",
+    )
     resources: Resources | None = Field(
         None, description="Default resources of jobs placed in this pool."
     )

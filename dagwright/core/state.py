@@ -52,6 +52,8 @@ class JobState:
     exit_code: int | None = None
     message: str = ""
     pool: str | None = None  # WorkerPool the current attempt runs in (holds a slot there)
+    infra_failures: int = 0  # attempts lost to the infrastructure (not the job's retries)
+    avoid: tuple[str, ...] = ()  # nodes that lost an attempt of this job
 
     def to_json(self) -> dict[str, Any]:
         """Compact: fields at their default are left out (10,000 of these live in Redis)."""
@@ -68,6 +70,8 @@ class JobState:
         values = {k: v for k, v in data.items() if k in known}
         if "phase" in values:
             values["phase"] = JobPhase(values["phase"])
+        if "avoid" in values:
+            values["avoid"] = tuple(values["avoid"])
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,8 +105,10 @@ class PodObservation:
     reason: str = ""
     deleting: bool = False
     node: str | None = None
+    node_lost: bool = False  # its node is NotReady or Unknown
+    node_gone: bool = False  # its node object was deleted: the machine is confirmed gone
 
     @property
     def alive(self) -> bool:
         """Could a container of this pod still be running?"""
-        return not self.phase.terminal
+        return not self.phase.terminal and not self.node_gone

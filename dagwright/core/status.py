@@ -28,6 +28,7 @@ class JobStatus(Model):
     phase: JobPhase
     attempt: int = 0
     failures: int = 0
+    infra_failures: int = 0
     started_at: str | None = None
     finished_at: str | None = None
     exit_code: int | None = None

@@ -118,10 +118,24 @@ def workerpools(name: str, spec: kopf.Spec, **_: Any) -> dict[None, Pool] | None
 
 @kopf.index("", "v1", "nodes")
 def nodes(name: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[None, NodeInfo]:
-    conditions = (body.get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     cordoned = bool((body.get("spec") or {}).get("unschedulable"))
-    return {None: NodeInfo(name, dict(labels), ready and not cordoned)}
+    return {None: NodeInfo(name, dict(labels), _node_ready(body), cordoned)}
+
+
+def _node_ready(body: kopf.Body) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_changed(memo: Any, name: str, body: kopf.Body, type: str, **_: Any) -> None:
+    """A node turning NotReady (or deleted) concerns the runners with pods on it:
+    wake every runner this instance owns; each checks its own pods."""
+    ready = _node_ready(body) and type != "DELETED"
+    seen: dict[str, bool] = memo.ctx.node_readiness
+    if seen.get(name, ready) != ready:
+        memo.ctx.wake_owned()
+    seen[name] = ready
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED_SELECTOR)

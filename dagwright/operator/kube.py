@@ -43,10 +43,15 @@ class Kube:
                     return False
                 raise
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
+    async def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        """Delete; ``force`` removes the object at once (grace period 0), for a
+        pod whose node is gone and whose kubelet will never confirm."""
         async with self._limit:
             try:
-                await self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+                options: dict[str, Any] = {"grace_period_seconds": 0} if force else {}
+                await self.core.delete_namespaced_pod(
+                    name, namespace, _preload_content=False, **options
+                )
             except ApiException as exc:
                 if exc.status != 404:
                     raise

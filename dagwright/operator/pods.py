@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ class Placement:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     resources: dict[str, Any] | None = None
+    avoid: tuple[str, ...] = ()  # node names not to run on (they lost an attempt)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def build_pod(
     epoch: int,
     placement: Placement,
     priority_class: str | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     env = [{"name": e.name, "value": e.value} for e in job.env]
     env += [
@@ -62,6 +65,10 @@ def build_pod(
         {"name": "DAGWRIGHT_JOB_TYPE", "value": job.type},
         {"name": "DAGWRIGHT_ATTEMPT", "value": str(attempt)},
     ]
+    if checkpoint:
+        # Resume where the last attempt got to (reported by the job runtime).
+        env.append({"name": "DAGWRIGHT_CHECKPOINT_PATH", "value": str(checkpoint.get("path", ""))})
+        env.append({"name": "DAGWRIGHT_CHECKPOINT_STEP", "value": str(checkpoint.get("step", ""))})
     if job.config is not None:
         env.append(
             {"name": "DAGWRIGHT_CONFIG", "value": json.dumps(job.config, separators=(",", ":"))}
@@ -106,6 +113,24 @@ def build_pod(
         spec["priorityClassName"] = priority_class
     if placement.node_selector:
         spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.avoid:
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {
+                                    "key": "metadata.name",
+                                    "operator": "NotIn",
+                                    "values": list(placement.avoid),
+                                }
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
     if placement.tolerations:
         spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in placement.tolerations

@@ -47,7 +47,17 @@ def iso(ts: float | None) -> str | None:
 class NodeInfo:
     name: str
     labels: Mapping[str, str]
-    schedulable: bool  # Ready and not cordoned
+    ready: bool
+    cordoned: bool = False
+
+    @property
+    def schedulable(self) -> bool:
+        return self.ready and not self.cordoned
+
+
+# A node missing from the watch this long is taken as deleted (confirmed gone).
+# Less would mistake a node the watch has not shown yet for a dead one.
+NODE_GONE_AFTER_SECONDS = 5.0
 
 
 class ClusterView:
@@ -58,6 +68,7 @@ class ClusterView:
         self._pools: Mapping[Any, Iterable[Pool]] = {}
         self._nodes: Mapping[Any, Iterable[NodeInfo]] = {}
         self._running: Mapping[str, Iterable[str]] = {}
+        self._missing_since: dict[str, float] = {}
 
     def bind(
         self,
@@ -72,6 +83,23 @@ class ClusterView:
 
     def nodes(self) -> list[NodeInfo]:
         return [node for values in self._nodes.values() for node in values]
+
+    def node_health(self) -> Callable[[str], tuple[bool, bool]]:
+        """A lookup: node name -> (lost, gone) for this pass."""
+        known = {n.name: n for n in self.nodes()}
+        now = time.monotonic()
+        for name in list(self._missing_since):
+            if name in known:
+                del self._missing_since[name]
+
+        def health(name: str) -> tuple[bool, bool]:
+            node = known.get(name)
+            if node is not None:
+                return (not node.ready, False)
+            since = self._missing_since.setdefault(name, now)
+            return (True, now - since >= NODE_GONE_AFTER_SECONDS)
+
+        return health
 
     def running(self, pool: str) -> int:
         return len(list(self._running.get(pool, [])))
@@ -105,11 +133,16 @@ class Context:
     waiting: set[tuple[str, str]] = field(default_factory=set)
     owned: set[tuple[str, str]] = field(default_factory=set)  # executions this instance owns
     wanted: dict[tuple[str, str], int] = field(default_factory=dict)  # ready jobs without a slot
+    node_readiness: dict[str, bool] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
         event = self.wakeups.get((namespace, name))
         if event is not None:
             event.set()
+
+    def wake_owned(self) -> None:
+        for key in list(self.owned):
+            self.wake(*key)
 
     def wake_waiting(self) -> None:
         for key in list(self.waiting):
@@ -260,7 +293,14 @@ class ExecutionRunner:
             return True, None
         spec = self.spec
         assert spec is not None
-        pods = {(p.job, p.attempt): p for p in self.pods()}
+        health = self.view.node_health()
+        pods: dict[tuple[str, int], PodObservation] = {}
+        for pod in self.pods():
+            if pod.node and not pod.phase.terminal:
+                lost, gone = health(pod.node)
+                if lost:
+                    pod = replace(pod, node_lost=True, node_gone=gone)
+            pods[(pod.job, pod.attempt)] = pod
         if self.states is None:
             self.states = await self._restore(dag, pods.values())
         now = time.time()
@@ -275,6 +315,7 @@ class ExecutionRunner:
             shutdown=spec.shutdown,
             admitted=self.admitted if pools else None,
             pod_gc=spec.pod_gc.strategy,
+            forced_failover=frozenset(p.name for p in pools if p.spec.force_failover),
         )
         plan = reconcile(snap)
         if plan.wants:
@@ -335,6 +376,7 @@ class ExecutionRunner:
         assert self.epoch is not None
         pools = {p.name: p for p in self.view.pools()}
         creates = []
+        deletes = []
         for action in plan.actions:
             if isinstance(action, StartPod):
                 job = dag.jobs[action.job]
@@ -359,13 +401,23 @@ class ExecutionRunner:
                 priority_class = (
                     f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None
                 )
+                placement = replace(placement, avoid=action.avoid)
+                checkpoint = await self.ctx.store.checkpoint(self.owner.uid, job.name)
                 manifest = build_pod(
-                    self.owner, job, action.attempt, self.epoch, placement, priority_class
+                    self.owner,
+                    job,
+                    action.attempt,
+                    self.epoch,
+                    placement,
+                    priority_class,
+                    checkpoint,
                 )
                 creates.append(self._create(manifest, plan.jobs[action.job]))
             elif isinstance(action, DeletePod):
                 name = pod_name(self.owner.name, action.job, action.attempt)
-                creates.append(self.ctx.kube.delete_pod(self.owner.namespace, name))
+                deletes.append(
+                    self.ctx.kube.delete_pod(self.owner.namespace, name, force=action.force)
+                )
             elif (
                 isinstance(action, Emit) and len(dag.jobs) <= self.ctx.settings.job_events_max_jobs
             ):
@@ -377,6 +429,10 @@ class ExecutionRunner:
                 )
             if isinstance(action, Emit):
                 metrics.count_job_event(action.reason)
+        # Deletes first: a replacement is never created before the pod it
+        # replaces was (force-)deleted, even as seen by a watcher.
+        if deletes:
+            await asyncio.gather(*deletes)
         if creates:
             await asyncio.gather(*creates)
 
@@ -520,6 +576,7 @@ class ExecutionRunner:
                     "phase": s.phase.value,
                     "attempt": s.attempt,
                     "failures": s.failures,
+                    "infraFailures": s.infra_failures,
                     "startedAt": iso(s.started_at),
                     "finishedAt": iso(s.finished_at) if s.phase.terminal else None,
                     "exitCode": s.exit_code,

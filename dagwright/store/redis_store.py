@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -26,6 +26,7 @@ from dagwright.core.state import JobState
 
 PREFIX = "dw:x:"
 OPERATORS_PREFIX = "dw:operator:"
+CHECKPOINT_TTL_SECONDS = 7 * 24 * 3600
 
 # KEYS: lease, epoch. ARGV: instance id, ttl ms.
 # Returns the epoch held by this instance, or -(ttl left) when another owns it.
@@ -134,7 +135,10 @@ class Store:
             raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
 
     async def delete(self, uid: str) -> None:
-        await self.redis.delete(*self._keys(uid))
+        checkpoints = [
+            k async for k in self.redis.scan_iter(match=f"{PREFIX}{uid}:ckpt:*", count=500)
+        ]
+        await self.redis.delete(*self._keys(uid), *checkpoints)
 
     async def heartbeat(self, instance: str, owned: int, ttl_seconds: float) -> None:
         payload = json.dumps({"instance": instance, "owned": owned, "at": time.time()})
@@ -145,3 +149,15 @@ class Store:
         keys = [k async for k in self.redis.scan_iter(match=f"{OPERATORS_PREFIX}*", count=100)]
         values = await self.redis.mget(keys) if keys else []
         return [json.loads(v) for v in values if v]
+
+    async def save_checkpoint(self, uid: str, job: str, path: str, step: int | None = None) -> None:
+        """What the job runtime reports: the latest checkpoint of a job (any attempt)."""
+        payload = {"path": path, "step": step, "at": time.time()}
+        # Kept as long as a finished execution's state (7 days by default).
+        await self.redis.set(
+            f"{PREFIX}{uid}:ckpt:{job}", json.dumps(payload), ex=CHECKPOINT_TTL_SECONDS
+        )
+
+    async def checkpoint(self, uid: str, job: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(f"{PREFIX}{uid}:ckpt:{job}")
+        return cast(dict[str, Any], json.loads(raw)) if raw else None

@@ -64,7 +64,11 @@ class World:
                 self._create(action)
             elif isinstance(action, DeletePod):
                 pod = self.pods.get((action.job, action.attempt))
-                if pod is not None and pod.alive:
+                if pod is not None and action.force:
+                    del self.pods[
+                        (action.job, action.attempt)
+                    ]  # grace period 0: the object is gone
+                elif pod is not None and pod.alive:
                     self.pods[(action.job, action.attempt)] = replace(pod, deleting=True)
             else:
                 self.events.append(action)
@@ -106,6 +110,11 @@ class World:
         pod = self.pods[key]
         if pod.deleting:
             del self.pods[key]
+        elif outcome in ("lose", "gone"):
+            if pod.phase is PodPhase.RUNNING:
+                self.pods[key] = replace(
+                    pod, node_lost=True, node_gone=pod.node_gone or outcome == "gone"
+                )
         elif pod.phase is PodPhase.PENDING:
             if outcome == "vanish":
                 del self.pods[key]
@@ -132,7 +141,10 @@ class World:
             if plan.phase.terminal:
                 return plan.phase
             for key in list(self.pods):
-                if self.pods[key].alive:
+                pod = self.pods[key]
+                if pod.node_lost and not pod.phase.terminal:
+                    del self.pods[key]  # the node comes back (or is deleted) and the pod goes
+                elif pod.alive:
                     self.advance(key, "succeed")
             self.now = max(self.now + 1, plan.wake_at or 0)
         raise AssertionError(f"not terminal after {max_steps} steps: {self.jobs}")
@@ -293,7 +305,7 @@ def dags(draw: st.DrawFn) -> Dag:
     return make_dag(deps, retries=retries, timeout="30s")
 
 
-OUTCOMES = st.sampled_from(["run", "succeed", "fail", "vanish", "wait"])
+OUTCOMES = st.sampled_from(["run", "succeed", "fail", "vanish", "wait", "lose", "gone"])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -384,3 +396,80 @@ def test_pod_gc(
     plan = step()
     assert plan.phase is ExecutionPhase.SUCCEEDED
     assert deleted == deleted_at_end
+
+
+# --- node failover ------------------------------------------------------------
+
+
+def lose_node(world: World, key: tuple[str, int], gone: bool = False) -> None:
+    world.pods[key] = replace(world.pods[key], node_lost=True, node_gone=gone)
+
+
+def test_lost_node_fails_over_without_using_a_retry_and_waits_for_the_old_pod() -> None:
+    world = World(make_dag({"a": []}, retries=0))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    lose_node(world, ("a", 1))
+    plan = world.step()
+    assert DeletePod("a", 1, "node n1 lost", force=False) in plan.actions
+    state = world.jobs["a"]
+    assert (state.phase, state.failures, state.infra_failures, state.avoid) == (
+        JobPhase.READY,
+        0,
+        1,
+        ("n1",),
+    )
+    assert not any(isinstance(a, StartPod) for a in plan.actions)  # the old pod may still run
+    del world.pods[("a", 1)]  # the node came back and its kubelet removed the pod
+    plan = world.step()
+    assert StartPod("a", 2, None, ("n1",)) in plan.actions
+    world.advance(("a", 2), "run")
+    world.step()
+    world.advance(("a", 2), "succeed")
+    assert world.step().phase is ExecutionPhase.SUCCEEDED  # retries=0, yet it succeeded
+
+
+def test_forced_failover_pool_force_deletes_at_once() -> None:
+    world = World(make_dag({"a": []}))
+    plan = reconcile(Snapshot(world.dag, {}, {}, world.now, 10, admitted={"a": "gpu"}))
+    world.jobs = plan.jobs
+    world.pods[("a", 1)] = PodObservation("a", 1, PodPhase.RUNNING, node="n1", node_lost=True)
+    plan = reconcile(
+        Snapshot(
+            world.dag,
+            world.jobs,
+            world.pods,
+            world.now,
+            10,
+            admitted={},
+            forced_failover=frozenset({"gpu"}),
+        )
+    )
+    assert DeletePod("a", 1, "node n1 lost", force=True) in plan.actions
+
+
+def test_pod_on_a_deleted_node_is_replaced_in_the_same_pass() -> None:
+    world = World(make_dag({"a": []}))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    lose_node(world, ("a", 1), gone=True)
+    plan = world.step()
+    assert DeletePod("a", 1, "node n1 lost", force=True) in plan.actions
+    assert StartPod("a", 2, None, ("n1",)) in plan.actions
+
+
+def test_a_job_that_keeps_losing_nodes_fails_eventually() -> None:
+    world = World(make_dag({"a": []}))
+    world.step()
+    for attempt in range(1, 12):
+        world.advance(("a", attempt), "run")
+        world.step()
+        lose_node(world, ("a", attempt), gone=True)
+        plan = world.step()
+        if plan.phase.terminal:
+            break
+    assert world.jobs["a"].phase is JobPhase.FAILED
+    assert world.jobs["a"].infra_failures == 11
+    assert "lost 11 attempts to node failures" in world.jobs["a"].message

@@ -28,6 +28,7 @@ class Pools:
         *,
         size: int = 1,
         max_concurrency: int = 4,
+        force_failover: bool = False,
         **node_resources: Any,
     ) -> str:
         name = f"pool-{secrets.token_hex(3)}"
@@ -46,11 +47,18 @@ class Pools:
                     "capabilities": capabilities,
                     "nodeSelector": label,
                     "maxConcurrency": max_concurrency,
+                    "forceFailover": force_failover,
                 },
             },
         )
         self.created.append(name)
         return name
+
+    async def add_node(self, pool: str, *, isolated: bool = False) -> str:
+        """Another node for ``pool``; ``isolated`` ones can be killed (tests of node death)."""
+        node = await self.nodes.create({"dagwright.io/test-pool": pool}, isolated=isolated)
+        self.members[pool].append(node)
+        return node
 
     async def delete_all(self) -> None:
         objects = client.CustomObjectsApi(self.kube)
