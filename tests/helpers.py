@@ -115,6 +115,23 @@ class PodHistory:
                 pods.add(e.name)
             assert len(pods) <= 1, f"job {e.job} had attempts {sorted(pods)} alive at once"
 
+    def max_alive_per_node(self) -> dict[str, int]:
+        """Most pods alive at once on each node (bound pods only)."""
+        alive: dict[str, set[str]] = {}
+        most: dict[str, int] = {}
+        for e in self.events:
+            for pods in alive.values():
+                if e.type == "DELETED" or e.phase in ("Succeeded", "Failed"):
+                    pods.discard(e.name)
+            if e.node and e.type != "DELETED" and e.phase not in ("Succeeded", "Failed"):
+                alive.setdefault(e.node, set()).add(e.name)
+                most[e.node] = max(most.get(e.node, 0), len(alive[e.node]))
+        return most
+
+    def nodes_of(self) -> dict[str, str]:
+        """Pod name -> the node it was bound to."""
+        return {e.name: e.node for e in self.events if e.node}
+
     def max_alive(self) -> int:
         alive: set[str] = set()
         most = 0

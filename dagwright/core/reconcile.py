@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from dagwright.core.graph import Dag, Job
 from dagwright.core.spec import PodGCStrategy, Shutdown
-from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 
 # A created pod the watch has not shown us after this long is created again
 # (idempotent: AlreadyExists means it was there after all).
@@ -39,6 +39,7 @@ class StartPod:
     attempt: int
     pool: str | None = None
     avoid: tuple[str, ...] = ()  # nodes not to run on
+    node: str | None = None  # the node its slot is on
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Snapshot:
     shutdown: Shutdown | None = None
     # Capacity control: job -> pool for jobs granted a slot. None: unlimited
     # (no pools), every ready job may start within parallelism.
-    admitted: Mapping[str, str] | None = None
+    admitted: Mapping[str, Slot] | None = None
     pod_gc: PodGCStrategy = PodGCStrategy.NEVER
     # Pools whose lost pods may be force-deleted as soon as their node is
     # NotReady (risking two copies if the node was only partitioned).
@@ -398,12 +399,12 @@ def _start(snap: Snapshot, plan: Plan) -> None:
     ready.sort(key=lambda job: (-job.priority, job.index))
     for job in ready[:free]:
         state = plan.jobs[job.name]
-        pool = None
+        slot = Slot("")
         if snap.admitted is not None:
             if job.name not in snap.admitted:
                 plan.wants.append(job.name)
                 continue
-            pool = snap.admitted[job.name]
+            slot = snap.admitted[job.name]
         attempt = state.attempt + 1
         plan.set(
             job.name,
@@ -415,10 +416,11 @@ def _start(snap: Snapshot, plan: Plan) -> None:
                 started_at=None,
                 finished_at=None,
                 exit_code=None,
-                pool=pool,
+                pool=slot.pool or None,
+                node=slot.node,
             ),
         )
-        plan.actions.append(StartPod(job.name, attempt, pool, state.avoid))
+        plan.actions.append(StartPod(job.name, attempt, slot.pool or None, state.avoid, slot.node))
         plan.wake(snap.now + RECREATE_AFTER_SECONDS)
 
 

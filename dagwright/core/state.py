@@ -52,6 +52,7 @@ class JobState:
     exit_code: int | None = None
     message: str = ""
     pool: str | None = None  # WorkerPool the current attempt runs in (holds a slot there)
+    node: str | None = None  # node of that slot
     infra_failures: int = 0  # attempts lost to the infrastructure (not the job's retries)
     avoid: tuple[str, ...] = ()  # nodes that lost an attempt of this job
 
@@ -79,6 +80,14 @@ class JobState:
 
 
 _DEFAULT_STATE = JobState()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A job slot granted in a pool, on one of its nodes."""
+
+    pool: str
+    node: str | None = None
 
 
 class PodPhase(StrEnum):

@@ -135,6 +135,8 @@ def node_changed(memo: Any, name: str, body: kopf.Body, type: str, **_: Any) -> 
     seen: dict[str, bool] = memo.ctx.node_readiness
     if seen.get(name, ready) != ready:
         memo.ctx.wake_owned()
+    if ready and not seen.get(name):
+        memo.ctx.wake_waiting()  # new capacity
     seen[name] = ready
 
 
@@ -155,6 +157,12 @@ def pods_by_pool(
     pool = labels.get(POOL_LABEL)
     phase = (body.get("status") or {}).get("phase")
     return {pool: name} if pool and phase not in ("Succeeded", "Failed") else None
+
+
+@kopf.on.event(GROUP, VERSION, "workerpools")
+def pool_changed(memo: Any, **_: Any) -> None:
+    """A pool created or changed may take the jobs waiting for one."""
+    memo.ctx.wake_waiting()
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED_SELECTOR)

@@ -30,6 +30,7 @@ class Placement:
     tolerations: tuple[Toleration, ...] = ()
     resources: dict[str, Any] | None = None
     avoid: tuple[str, ...] = ()  # node names not to run on (they lost an attempt)
+    node: str | None = None  # the node whose slot the job holds
 
 
 @dataclass(frozen=True)
@@ -113,21 +114,20 @@ def build_pod(
         spec["priorityClassName"] = priority_class
     if placement.node_selector:
         spec["nodeSelector"] = dict(placement.node_selector)
+    fields = []
+    if placement.node:
+        # Pinned to the node of its slot through required affinity (as the
+        # DaemonSet controller does), so kube-scheduler still checks resources.
+        fields.append({"key": "metadata.name", "operator": "In", "values": [placement.node]})
     if placement.avoid:
+        fields.append(
+            {"key": "metadata.name", "operator": "NotIn", "values": list(placement.avoid)}
+        )
+    if fields:
         spec["affinity"] = {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchFields": [
-                                {
-                                    "key": "metadata.name",
-                                    "operator": "NotIn",
-                                    "values": list(placement.avoid),
-                                }
-                            ]
-                        }
-                    ]
+                    "nodeSelectorTerms": [{"matchFields": fields}]
                 }
             }
         }

@@ -25,7 +25,7 @@ from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, Slot
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
 from dagwright.operator.kube import Kube
@@ -104,14 +104,17 @@ class ClusterView:
     def running(self, pool: str) -> int:
         return len(list(self._running.get(pool, [])))
 
-    def capacity(self, pool: Pool) -> int:
+    def members(self, pool: Pool) -> list[str]:
+        """The pool's schedulable nodes, by name."""
         selector = pool.spec.node_selector.items()
-        members = sum(
-            1
+        return sorted(
+            n.name
             for n in self.nodes()
             if n.schedulable and all(n.labels.get(k) == v for k, v in selector)
         )
-        return members * pool.spec.max_concurrency
+
+    def capacity(self, pool: Pool) -> int:
+        return len(self.members(pool)) * pool.spec.max_concurrency
 
     def load(self, pool: Pool) -> float:
         capacity = self.capacity(pool)
@@ -185,8 +188,10 @@ class ExecutionRunner:
         self.last_status: dict[str, Any] | None = None
         self.last_status_at = 0.0
         self.started_at: float | None = None
-        self.admitted: dict[str, str] = {}  # granted a slot, pod not yet created
-        self.holding: dict[str, str] = {}  # job -> pool whose slot it holds
+        self.admitted: dict[str, Slot] = {}  # granted a slot, pod not yet created
+        self.holding: dict[str, Slot] = {}  # job -> the slot it holds
+        self.needs_pools = False
+        self.unschedulable = ""  # why wanted jobs cannot get a slot, if no pool can take them
 
     # --- ownership -------------------------------------------------------
 
@@ -282,6 +287,8 @@ class ExecutionRunner:
         except InvalidDag as exc:
             return str(exc)
         self.dag, self.spec, self.generation = dag, spec, generation
+        # Jobs that require capabilities run only in pools: with none left, they wait.
+        self.needs_pools = any(job.requires for job in dag.jobs.values())
         return dag
 
     async def step(self) -> tuple[bool, float | None]:
@@ -313,7 +320,7 @@ class ExecutionRunner:
             parallelism=spec.parallelism,
             suspend=spec.suspend,
             shutdown=spec.shutdown,
-            admitted=self.admitted if pools else None,
+            admitted=self.admitted if pools or self.needs_pools else None,
             pod_gc=spec.pod_gc.strategy,
             forced_failover=frozenset(p.name for p in pools if p.spec.force_failover),
         )
@@ -325,6 +332,7 @@ class ExecutionRunner:
                 self.ctx.waiting.add(self.key)
         if not plan.wants:
             self.ctx.waiting.discard(self.key)
+            self.unschedulable = ""
         self.ctx.wanted[self.key] = len(plan.wants)
         # Persist before acting: a crash after this write and before a pod
         # create re-creates the same deterministic name (409, adopt); the
@@ -343,7 +351,7 @@ class ExecutionRunner:
         ]
         if unused:
             await self.ctx.slots.release(
-                (self.admitted.pop(n), member(self.owner.uid, n)) for n in unused
+                (self.admitted.pop(n).pool, member(self.owner.uid, n)) for n in unused
             )
         retry_publish_at = await self._publish(dag, plan, now)
         if plan.phase.terminal:
@@ -401,7 +409,7 @@ class ExecutionRunner:
                 priority_class = (
                     f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None
                 )
-                placement = replace(placement, avoid=action.avoid)
+                placement = replace(placement, avoid=action.avoid, node=action.node)
                 checkpoint = await self.ctx.store.checkpoint(self.owner.uid, job.name)
                 manifest = build_pod(
                     self.owner,
@@ -437,8 +445,10 @@ class ExecutionRunner:
             await asyncio.gather(*creates)
 
     async def _admit(self, dag: Dag, plan: Plan, pools: list[Pool]) -> bool:
-        """Ask the pools' queues for slots for the wanted jobs; True if any granted."""
+        """Ask the pools' queues for slots for the wanted jobs; True if any granted.
+        Jobs no pool can take now are named in ``self.unschedulable``."""
         granted = False
+        blocked: list[str] = []
         for name in plan.wants:
             job = dag.jobs[name]
             state = plan.jobs[name]
@@ -446,22 +456,42 @@ class ExecutionRunner:
             candidates = sorted(
                 eligible(job.requires, pools), key=lambda p: (self.view.load(p), p.name)
             )
+            if not candidates:
+                needs = ", ".join(sorted(job.requires)) or "no capability"
+                blocked.append(f"job {name} requires {needs}, which no WorkerPool offers now")
+            elif not any(self.view.members(p) for p in candidates):
+                names = ", ".join(p.name for p in candidates)
+                blocked.append(f"job {name}: WorkerPool {names} has no ready nodes")
             for i, pool in enumerate(candidates):
                 since = state.ready_at or time.time()
-                if await self.ctx.slots.admit(
-                    pool.name, who, job.priority, since, self.view.capacity(pool)
-                ):
-                    self.admitted[name] = pool.name
+                nodes = [
+                    (n, pool.spec.max_concurrency)
+                    for n in self.view.members(pool)
+                    if n not in state.avoid
+                ]
+                node = await self.ctx.slots.admit(pool.name, who, job.priority, since, nodes)
+                if node is not None:
+                    self.admitted[name] = Slot(pool.name, node)
                     granted = True
                     for other in candidates[:i]:
                         await self.ctx.slots.withdraw(other.name, who)
                     break
+        await self._report_unschedulable(blocked)
         return granted
+
+    async def _report_unschedulable(self, blocked: list[str]) -> None:
+        message = ""
+        if blocked:
+            more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+            message = f"waiting: {blocked[0]}{more}"
+        if message and message != self.unschedulable:
+            kopf.event(self.body, type="Warning", reason="Unschedulable", message=message)
+        self.unschedulable = message
 
     async def _account_slots(self, pods: Mapping[tuple[str, int], PodObservation]) -> None:
         """Renew the slots of jobs still running, release the others."""
         assert self.states is not None
-        holding: dict[str, str] = {}
+        holding: dict[str, Slot] = {}
         for name, state in self.states.items():
             if state.pool is None or not state.attempt:
                 continue
@@ -469,15 +499,17 @@ class ExecutionRunner:
             if state.phase in (JobPhase.STARTING, JobPhase.RUNNING) or (
                 pod is not None and pod.alive
             ):
-                holding[name] = state.pool
+                holding[name] = Slot(state.pool, state.node or (pod.node if pod else None))
         uid = self.owner.uid
         released = [
-            (pool, member(uid, n)) for n, pool in self.holding.items() if holding.get(n) != pool
+            (s.pool, member(uid, n)) for n, s in self.holding.items() if holding.get(n) != s
         ]
         if released:
             await self.ctx.slots.release(released)
         if holding:
-            await self.ctx.slots.renew((pool, member(uid, n)) for n, pool in holding.items())
+            await self.ctx.slots.renew(
+                (s.pool, member(uid, n), s.node or "") for n, s in holding.items()
+            )
         self.holding = holding
 
     async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
@@ -567,8 +599,17 @@ class ExecutionRunner:
                     plan.message,
                     generation,
                 ),
+                _condition(
+                    "Schedulable",
+                    not self.unschedulable,
+                    "NoWorkerPool" if self.unschedulable else "Schedulable",
+                    self.unschedulable,
+                    generation,
+                ),
             ],
         }
+        if self.unschedulable and not terminal:
+            status["message"] = self.unschedulable
         if len(plan.jobs) <= MAX_JOBS_IN_STATUS:
             status["jobs"] = [
                 {

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from dagwright.core.graph import Dag, build_dag
 from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
 from dagwright.core.spec import DAGExecutionSpec, PodGCStrategy, Shutdown
-from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 
 
 def make_dag(deps: dict[str, list[str]], **job_settings: object) -> Dag:
@@ -353,7 +353,7 @@ def test_without_a_slot_ready_jobs_are_wanted_in_priority_order_not_started() ->
     plan = reconcile(snap)
     assert plan.wants == ["high", "mid"]  # parallelism 2: only two could start
     assert not any(isinstance(a, StartPod) for a in plan.actions)
-    plan = reconcile(replace(snap, jobs=plan.jobs, admitted={"mid": "pool-a"}))
+    plan = reconcile(replace(snap, jobs=plan.jobs, admitted={"mid": Slot("pool-a")}))
     assert StartPod("mid", 1, "pool-a") in plan.actions
     assert plan.jobs["mid"].pool == "pool-a"
     assert plan.wants == ["high"]
@@ -432,7 +432,7 @@ def test_lost_node_fails_over_without_using_a_retry_and_waits_for_the_old_pod() 
 
 def test_forced_failover_pool_force_deletes_at_once() -> None:
     world = World(make_dag({"a": []}))
-    plan = reconcile(Snapshot(world.dag, {}, {}, world.now, 10, admitted={"a": "gpu"}))
+    plan = reconcile(Snapshot(world.dag, {}, {}, world.now, 10, admitted={"a": Slot("gpu")}))
     world.jobs = plan.jobs
     world.pods[("a", 1)] = PodObservation("a", 1, PodPhase.RUNNING, node="n1", node_lost=True)
     plan = reconcile(

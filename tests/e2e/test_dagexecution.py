@@ -505,3 +505,57 @@ async def test_large_dag_keeps_a_bounded_status(
     assert status["progress"] == "0/10000"
     assert "jobs" not in status  # per-job detail lives in Redis, not in etcd
     assert len(json.dumps(status)) < 10_000
+
+
+async def test_jobs_spread_over_nodes_and_never_exceed_max_concurrency_per_node(
+    kube: client.ApiClient, core: client.CoreV1Api, namespace: str, pools: Pools
+) -> None:
+    pool = await pools.create(["cpu"], size=3, max_concurrency=4)
+    jobs = [{"name": f"j{i}"} for i in range(30)]
+    async with record_pods(core, namespace) as history:
+        await create_execution(kube, namespace, "spread", dag(jobs, duration="1s", parallelism=30))
+        await wait_phase(kube, namespace, "spread", "Succeeded", within=90)
+    per_node = history.max_alive_per_node()
+    assert set(per_node) == set(pools.members[pool])
+    assert max(per_node.values()) <= 4, per_node
+    placed: dict[str, int] = {}
+    for node in history.nodes_of().values():
+        placed[node] = placed.get(node, 0) + 1
+    print(f"\nspread of 30 jobs over 3 nodes (4 slots each): {sorted(placed.values())}")
+    assert sum(placed.values()) == 30
+    assert min(placed.values()) >= 8, placed  # least-loaded first: close to 10 each
+
+
+async def test_jobs_wait_with_a_clear_condition_while_no_pool_can_take_them(
+    kube: client.ApiClient, core: client.CoreV1Api, namespace: str, pools: Pools
+) -> None:
+    first = await pools.create(["cpu"])
+    await create_execution(
+        kube,
+        namespace,
+        "orphan",
+        dag([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}], duration="2s"),
+    )
+    await wait_for("job a running", lambda: _running(core, namespace, "orphan-a-1"))
+    objects = client.CustomObjectsApi(kube)
+    await objects.delete_cluster_custom_object("dagwright.io", "v1alpha1", "workerpools", first)
+
+    async def unschedulable() -> dict[str, Any] | None:
+        obj = await get_execution(kube, namespace, "orphan")
+        conditions = {c["type"]: c for c in obj["status"].get("conditions", [])}
+        cond = conditions.get("Schedulable")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = await wait_for("the Schedulable=False condition", unschedulable, within=30)
+    assert cond["message"] == "waiting: job b requires cpu, which no WorkerPool offers now"
+    events = await core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=orphan"
+    )
+    assert any(e.reason == "Unschedulable" for e in events.items)
+    assert "orphan-b-1" not in await pod_names(core, namespace)
+    obj = await get_execution(kube, namespace, "orphan")
+    assert obj["status"]["phase"] == "Running"  # waiting, not failed: nothing is lost
+    await pools.create(["cpu"])  # a pool appears again: the job runs
+    obj = await wait_phase(kube, namespace, "orphan", "Succeeded", within=30)
+    schedulable = next(c for c in obj["status"]["conditions"] if c["type"] == "Schedulable")
+    assert schedulable["status"] == "True"

@@ -90,7 +90,8 @@ async def test_node_death_moves_the_job_to_a_healthy_node_and_resumes_from_its_c
     assert env["DAGWRIGHT_CHECKPOINT_PATH"] == "s3://ckpt/train/step-1200"
     assert env["DAGWRIGHT_CHECKPOINT_STEP"] == "1200"
     terms = second.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
-    assert terms[0].match_fields[0].values == [doomed]  # the retry avoids the dead node
+    avoided = [f.values for f in terms[0].match_fields if f.operator == "NotIn"]
+    assert avoided == [[doomed]]  # the retry avoids the dead node
     events = await core.list_namespaced_event(namespace, field_selector="involvedObject.name=ft")
     assert any(e.reason == "JobFailover" for e in events.items)
 
