@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from dagwright.core.spec import DAGExecutionSpec, WorkerPoolSpec
-from dagwright.core.status import DAGExecutionStatus
+from dagwright.core.status import DAGExecutionStatus, WorkerPoolStatus
 
 GROUP = "dagwright.io"
 VERSION = "v1alpha1"
@@ -182,20 +182,28 @@ def workerpool_crd() -> dict[str, Any]:
         {"name": "Capabilities", "type": "string", "jsonPath": ".spec.capabilities"},
         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyNodes"},
         {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes"},
+        {"name": "Used", "type": "integer", "jsonPath": ".status.slotsUsed"},
         {"name": "Slots", "type": "integer", "jsonPath": ".status.slots"},
+        {"name": "Queued", "type": "integer", "jsonPath": ".status.queued"},
+        {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredNodes"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    # Cluster-scoped: a pool is a set of nodes, which every namespace's jobs share.
-    return _crd(
+    crd = _crd(
         "WorkerPool",
         "workerpools",
         "wp",
         structural(WorkerPoolSpec),
-        status,
+        structural(WorkerPoolStatus),
         columns,
+        # Cluster-scoped: a pool is a set of nodes, which every namespace's jobs share.
         scope="Cluster",
     )
+    # `kubectl scale wp gpu --replicas=3`, or an HPA/KEDA, sets the desired nodes.
+    crd["spec"]["versions"][0]["subresources"]["scale"] = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.readyNodes",
+    }
+    return crd
 
 
 def render() -> dict[str, str]:

@@ -38,6 +38,9 @@ class OperatorSettings(BaseSettings):
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="How often the operator reports itself alive in Redis."
     )
+    pool_interval_seconds: float = Field(
+        5.0, gt=0, description="How often pool status and scaling are updated."
+    )
     log_format: str = Field("text", pattern="^(text|json)$")
     priority_classes: bool = Field(
         True, description="Create and use dagwright-priority-N PriorityClasses."

@@ -268,6 +268,7 @@ class OperatorProcess:
             "DAGWRIGHT_HEALTH_PORT": "0",
             "DAGWRIGHT_METRICS_PORT": str(self.metrics_port),
             "DAGWRIGHT_STATUS_INTERVAL_SECONDS": "0.2",
+            "DAGWRIGHT_POOL_INTERVAL_SECONDS": "0.5",
             **self.env,
         }
         self.process = Process(

@@ -179,6 +179,29 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
+class ScaleTargetRef(Model):
+    """Any object with a /scale subresource (a Cluster API MachineDeployment, say)."""
+
+    api_version: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    namespace: Annotated[str, StringConstraints(max_length=63)] | None = None
+
+
+class Autoscaling(Model):
+    min_nodes: int = Field(0, ge=0, le=10_000)
+    max_nodes: int = Field(ge=1, le=10_000)
+    scale_up_delay: Duration = Field(
+        "0s", description="How long jobs must queue before adding nodes."
+    )
+    scale_down_delay: Duration = Field(
+        "5m", description="How long a node must be idle before removing it."
+    )
+    scale_target_ref: ScaleTargetRef | None = Field(
+        None, description="Whose /scale subresource receives the desired node count."
+    )
+
+
 class WorkerPoolSpec(Model):
     """A set of nodes (found by ``nodeSelector``) offering ``capabilities``."""
 
@@ -200,3 +223,10 @@ class WorkerPoolSpec(Model):
     resources: Resources | None = Field(
         None, description="Default resources of jobs placed in this pool."
     )
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="Desired nodes when not autoscaling (the /scale subresource).",
+    )
+    autoscaling: Autoscaling | None = None

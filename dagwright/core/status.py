@@ -59,3 +59,23 @@ class DAGExecutionStatus(Model):
     jobs: list[JobStatus] | None = Field(
         None, description=f"Per-job detail, for DAGs of at most {MAX_JOBS_IN_STATUS} jobs."
     )
+
+
+class PoolNode(Model):
+    name: str
+    ready: bool
+    slots_used: int = 0
+    draining: bool = False
+
+
+class WorkerPoolStatus(Model):
+    nodes: int = 0
+    ready_nodes: int = 0
+    slots: int = 0
+    slots_used: int = 0
+    utilization: str = Field("", description="slotsUsed/slots as a percentage.")
+    queued: int = 0
+    desired_nodes: int | None = None
+    scale_reason: str = ""
+    members: list[PoolNode] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)

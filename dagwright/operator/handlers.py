@@ -25,6 +25,7 @@ from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator import metrics
 from dagwright.operator.kube import Kube, new_api_client
 from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, POOL_LABEL, observe
+from dagwright.operator.pools import PoolController, pool_spec
 from dagwright.operator.runner import ClusterView, Context, ExecutionRunner, NodeInfo
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import Store
@@ -63,6 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         view=ClusterView(),
         priority_classes=config.priority_classes and await kube.ensure_priority_classes(),
     )
+    memo.pools = PoolController(memo.ctx)
     memo.tasks = [
         asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis)),
         asyncio.create_task(_heartbeat(memo.ctx)),
@@ -114,6 +116,21 @@ def workerpools(name: str, spec: kopf.Spec, **_: Any) -> dict[None, Pool] | None
     except ValidationError as exc:
         log.warning("ignoring invalid WorkerPool %s: %s", name, exc)
         return None
+
+
+_POOL_INTERVAL = OperatorSettings().pool_interval_seconds
+
+
+@kopf.timer(GROUP, VERSION, "workerpools", interval=_POOL_INTERVAL)
+async def pool_status(
+    name: str, uid: str, spec: kopf.Spec, status: kopf.Status, memo: Any, **kwargs: Any
+) -> None:
+    """Status, desired nodes and scaling of one WorkerPool."""
+    ctx: Context = memo.ctx
+    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"], kwargs["pods_by_pool"])
+    parsed = pool_spec(dict(spec))
+    if parsed is not None:
+        await memo.pools.reconcile(name, uid, parsed, dict(status))
 
 
 @kopf.index("", "v1", "nodes")

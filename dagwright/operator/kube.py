@@ -103,3 +103,64 @@ class Kube:
                     return False
                 raise
         return True
+
+    async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:
+        patch = cast(Any, self.custom.patch_cluster_custom_object_status)
+        await patch(
+            GROUP,
+            VERSION,
+            "workerpools",
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+            _preload_content=False,
+        )
+
+    async def cordon(self, node: str, annotation: str) -> None:
+        """Mark an idle node for removal: no new job lands on it."""
+        body = {"metadata": {"annotations": {annotation: "true"}}, "spec": {"unschedulable": True}}
+        await self.core.patch_node(node, cast(Any, body), _preload_content=False)
+
+    async def patch_scale(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str, replicas: int
+    ) -> None:
+        body = {"spec": {"replicas": replicas}}
+        patch: Any
+        if namespace:
+            patch = self.custom.patch_namespaced_custom_object_scale
+            await patch(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        else:
+            patch = self.custom.patch_cluster_custom_object_scale
+            await patch(
+                group,
+                version,
+                plural,
+                name,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+
+    async def plural(self, group: str, version: str, kind: str) -> str:
+        """The resource name of ``kind``, from API discovery."""
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        response = await self.api.call_api(
+            path,
+            "GET",
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+        for resource in cast(dict[str, Any], response)["resources"]:
+            if resource["kind"] == kind and "/" not in resource["name"]:
+                return str(resource["name"])
+        raise LookupError(f"no resource of kind {kind} in {group}/{version}")

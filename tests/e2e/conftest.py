@@ -29,6 +29,7 @@ class Pools:
         size: int = 1,
         max_concurrency: int = 4,
         force_failover: bool = False,
+        extra_spec: dict[str, Any] | None = None,
         **node_resources: Any,
     ) -> str:
         name = f"pool-{secrets.token_hex(3)}"
@@ -48,6 +49,7 @@ class Pools:
                     "nodeSelector": label,
                     "maxConcurrency": max_concurrency,
                     "forceFailover": force_failover,
+                    **(extra_spec or {}),
                 },
             },
         )

@@ -1,0 +1,120 @@
+"""WorkerPool status and autoscaling: one pass per pool per interval, by the
+instance holding the pool's lease (any instance may; one does)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from dagwright.core.autoscale import PoolObservation, ScaleMemory, decide_scale
+from dagwright.core.placement import Pool
+from dagwright.core.spec import ScaleTargetRef, WorkerPoolSpec
+from dagwright.crdgen import GROUP, VERSION
+from dagwright.operator.runner import Context
+
+log = logging.getLogger(__name__)
+SCALE_DOWN_ANNOTATION = "dagwright.io/scale-down"
+
+
+@dataclass
+class PoolController:
+    ctx: Context
+    memory: dict[str, ScaleMemory] = field(default_factory=dict)
+    last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plurals: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    async def reconcile(
+        self, name: str, uid: str, spec: WorkerPoolSpec, status: dict[str, Any]
+    ) -> None:
+        s = self.ctx.settings
+        if await self.ctx.store.acquire(f"pool-{uid}", s.instance_id, s.lease_seconds) is None:
+            return
+        pool = Pool(name, spec)
+        selector = spec.node_selector.items()
+        members = [
+            n for n in self.ctx.view.nodes() if all(n.labels.get(k) == v for k, v in selector)
+        ]
+        schedulable = tuple(sorted(n.name for n in members if n.schedulable))
+        used = await self.ctx.slots.used(name)
+        queued = await self.ctx.slots.queued(name)
+        slots = self.ctx.view.capacity(pool)
+        in_use = sum(used.get(n.name, 0) for n in members)
+        desired: int | None = spec.replicas
+        reason = "manual (spec.replicas)" if desired is not None else ""
+        if spec.autoscaling is not None:
+            decision = decide_scale(
+                spec.autoscaling,
+                PoolObservation(schedulable, used, queued, spec.max_concurrency),
+                status.get("desiredNodes"),
+                self.memory.get(name, ScaleMemory()),
+                time.time(),
+            )
+            self.memory[name] = decision.memory
+            desired, reason = decision.desired, decision.reason
+            for node in decision.drain:
+                await self.ctx.kube.cordon(node, SCALE_DOWN_ANNOTATION)
+            if spec.autoscaling.scale_target_ref is not None and desired != status.get(
+                "desiredNodes"
+            ):
+                await self._scale(spec.autoscaling.scale_target_ref, desired)
+        new_status = {
+            "nodes": len(members),
+            "readyNodes": sum(1 for n in members if n.ready),
+            "slots": slots,
+            "slotsUsed": in_use,
+            "utilization": f"{100 * in_use // slots}%" if slots else "0%",
+            "queued": queued,
+            "desiredNodes": desired,
+            "scaleReason": reason,
+            "members": [
+                {
+                    "name": n.name,
+                    "ready": n.ready,
+                    "slotsUsed": used.get(n.name, 0),
+                    "draining": n.cordoned,
+                }
+                for n in sorted(members, key=lambda n: n.name)
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if schedulable else "False",
+                    "reason": "NodesReady" if schedulable else "NoReadyNodes",
+                    "message": f"{len(schedulable)} of {len(members)} nodes schedulable",
+                }
+            ],
+        }
+        if new_status != self.last_status.get(name):
+            await self.ctx.kube.patch_pool_status(name, new_status)
+            self.last_status[name] = new_status
+
+    async def _scale(self, ref: ScaleTargetRef, replicas: int) -> None:
+        group, _, version = ref.api_version.rpartition("/")
+        plural = await self._plural(group, version, ref.kind)
+        try:
+            await self.ctx.kube.patch_scale(
+                group, version, plural, ref.namespace, ref.name, replicas
+            )
+            log.info("scaled %s/%s to %d", ref.kind, ref.name, replicas)
+        except ApiException as exc:
+            log.warning("could not scale %s/%s: %s", ref.kind, ref.name, exc.reason)
+
+    async def _plural(self, group: str, version: str, kind: str) -> str:
+        key = (f"{group}/{version}", kind)
+        if key not in self.plurals:
+            self.plurals[key] = await self.ctx.kube.plural(group, version, kind)
+        return self.plurals[key]
+
+
+def pool_spec(spec: Any) -> WorkerPoolSpec | None:
+    try:
+        return WorkerPoolSpec.model_validate(spec)
+    except ValueError:
+        return None
+
+
+__all__ = ["GROUP", "VERSION", "PoolController", "pool_spec"]
