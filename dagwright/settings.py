@@ -38,6 +38,11 @@ class OperatorSettings(BaseSettings):
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="How often the operator reports itself alive in Redis."
     )
+    job_heartbeat_timeout_seconds: float = Field(
+        90.0,
+        gt=0,
+        description="A running job whose runtime stopped heartbeating this long is lost.",
+    )
     pool_interval_seconds: float = Field(
         5.0, gt=0, description="How often pool status and scaling are updated."
     )

@@ -269,6 +269,7 @@ class OperatorProcess:
             "DAGWRIGHT_METRICS_PORT": str(self.metrics_port),
             "DAGWRIGHT_STATUS_INTERVAL_SECONDS": "0.2",
             "DAGWRIGHT_POOL_INTERVAL_SECONDS": "0.5",
+            "DAGWRIGHT_JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
             **self.env,
         }
         self.process = Process(

@@ -80,6 +80,9 @@ class Snapshot:
     # Pools whose lost pods may be force-deleted as soon as their node is
     # NotReady (risking two copies if the node was only partitioned).
     forced_failover: frozenset[str] = frozenset()
+    # A running attempt whose runtime heartbeated and then went silent this
+    # long is lost (hung, or cut off) and is retried elsewhere.
+    heartbeat_timeout: float = 90.0
 
 
 @dataclass
@@ -278,6 +281,19 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             state = replace(state, phase=JobPhase.RUNNING, started_at=started)
             plan.set(job.name, state)
             plan.actions.append(Emit("JobStarted", f"{label} running on {pod.node or 'a node'}"))
+        if pod.heartbeat_at is not None:
+            silent_until = pod.heartbeat_at + snap.heartbeat_timeout
+            if snap.now >= silent_until:
+                _fail_over(
+                    snap,
+                    plan,
+                    job,
+                    state,
+                    pod,
+                    f"no heartbeat for {snap.now - pod.heartbeat_at:.0f}s",
+                )
+                return
+            plan.wake(silent_until)
         deadline = started + job.timeout_seconds
         if snap.now >= deadline:
             plan.actions.append(DeletePod(job.name, state.attempt, "timeout"))
@@ -292,16 +308,18 @@ def _may_force(snap: Snapshot, state: JobState, pod: PodObservation) -> bool:
     )
 
 
-def _fail_over(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObservation) -> None:
-    """The attempt's node died: an infrastructure failure, not the job's.
+def _fail_over(
+    snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObservation, why: str = ""
+) -> None:
+    """The attempt's node died (or its runtime went silent): an infrastructure
+    failure, not the job's.
 
     The next attempt avoids the node and waits until the old pod is gone
     (forced at once when the node is confirmed gone or the pool opted in)."""
     node = pod.node or "?"
+    why = why or f"node {node} lost"
     label = f"job {job.name} attempt {state.attempt}"
-    plan.actions.append(
-        DeletePod(job.name, state.attempt, f"node {node} lost", _may_force(snap, state, pod))
-    )
+    plan.actions.append(DeletePod(job.name, state.attempt, why, _may_force(snap, state, pod)))
     infra = state.infra_failures + 1
     if infra > MAX_INFRA_FAILURES:
         message = f"lost {infra} attempts to node failures (last: {node})"
@@ -318,7 +336,7 @@ def _fail_over(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodOb
         plan.actions.append(Emit("JobFailed", f"{label}: {message}", warning=True))
         return
     avoid = tuple(dict.fromkeys((*state.avoid, node)))[-MAX_AVOIDED_NODES:]
-    message = f"node {node} lost; resuming on another node"
+    message = f"{why}; resuming on another node"
     plan.set(
         job.name,
         replace(

@@ -116,6 +116,9 @@ class PodObservation:
     node: str | None = None
     node_lost: bool = False  # its node is NotReady or Unknown
     node_gone: bool = False  # its node object was deleted: the machine is confirmed gone
+    heartbeat_at: float | None = (
+        None  # last heartbeat of this attempt's job runtime, if it sends any
+    )
 
     @property
     def alive(self) -> bool:

@@ -25,7 +25,7 @@ from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, Slot
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
 from dagwright.operator.kube import Kube
@@ -308,6 +308,7 @@ class ExecutionRunner:
                 if lost:
                     pod = replace(pod, node_lost=True, node_gone=gone)
             pods[(pod.job, pod.attempt)] = pod
+        await self._add_heartbeats(pods)
         if self.states is None:
             self.states = await self._restore(dag, pods.values())
         now = time.time()
@@ -323,6 +324,7 @@ class ExecutionRunner:
             admitted=self.admitted if pools or self.needs_pools else None,
             pod_gc=spec.pod_gc.strategy,
             forced_failover=frozenset(p.name for p in pools if p.spec.force_failover),
+            heartbeat_timeout=self.ctx.settings.job_heartbeat_timeout_seconds,
         )
         plan = reconcile(snap)
         if plan.wants:
@@ -363,6 +365,17 @@ class ExecutionRunner:
             return True, None
         wake_at = min(t for t in (plan.wake_at, retry_publish_at, float("inf")) if t is not None)
         return False, None if wake_at == float("inf") else wake_at
+
+    async def _add_heartbeats(self, pods: dict[tuple[str, int], PodObservation]) -> None:
+        """Heartbeats of running attempts (one MGET), when their runtime sends them."""
+        running = [key for key, pod in pods.items() if pod.phase is PodPhase.RUNNING]
+        if not running:
+            return
+        beats = await self.ctx.store.job_heartbeats(self.owner.uid, [job for job, _ in running])
+        for job, attempt in running:
+            beat = beats.get(job)
+            if beat and beat.get("attempt") == attempt:
+                pods[(job, attempt)] = replace(pods[(job, attempt)], heartbeat_at=float(beat["at"]))
 
     async def _restore(self, dag: Dag, pods: Iterable[PodObservation]) -> dict[str, JobState]:
         assert self.epoch is not None

@@ -161,3 +161,19 @@ class Store:
     async def checkpoint(self, uid: str, job: str) -> dict[str, Any] | None:
         raw = await self.redis.get(f"{PREFIX}{uid}:ckpt:{job}")
         return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+    async def job_heartbeat(
+        self, uid: str, job: str, attempt: int, ttl_seconds: float, **details: Any
+    ) -> None:
+        """What the job runtime sends every interval while the job runs."""
+        payload = {"attempt": attempt, "at": time.time(), **details}
+        await self.redis.set(
+            f"{PREFIX}{uid}:hb:{job}", json.dumps(payload), px=int(ttl_seconds * 1000)
+        )
+
+    async def job_heartbeats(self, uid: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
+        """The latest heartbeat of each of ``jobs`` that has one."""
+        if not jobs:
+            return {}
+        values = await self.redis.mget([f"{PREFIX}{uid}:hb:{job}" for job in jobs])
+        return {job: json.loads(v) for job, v in zip(jobs, values, strict=True) if v}

@@ -473,3 +473,22 @@ def test_a_job_that_keeps_losing_nodes_fails_eventually() -> None:
     assert world.jobs["a"].phase is JobPhase.FAILED
     assert world.jobs["a"].infra_failures == 11
     assert "lost 11 attempts to node failures" in world.jobs["a"].message
+
+
+def test_a_running_attempt_that_stops_heartbeating_is_lost_and_retried_elsewhere() -> None:
+    world = World(make_dag({"a": []}, retries=0))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.pods[("a", 1)] = replace(world.pods[("a", 1)], heartbeat_at=world.now)
+    plan = world.step()
+    assert plan.wake_at == world.now + 90.0  # checks again when the heartbeat would be overdue
+    world.now += 91
+    plan = world.step()
+    assert DeletePod("a", 1, "no heartbeat for 91s", force=False) in plan.actions
+    state = world.jobs["a"]
+    assert (state.phase, state.failures, state.infra_failures, state.avoid) == (
+        JobPhase.READY,
+        0,
+        1,
+        ("n1",),
+    )

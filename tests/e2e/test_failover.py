@@ -4,6 +4,7 @@ while the old pod may still run."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -134,3 +135,34 @@ async def _assert_stays_absent(history: Any, pod: str, seconds: float) -> None:
 
     await asyncio.sleep(seconds)
     assert pod not in history.names()
+
+
+async def test_a_job_whose_heartbeat_stops_is_retried_on_another_node(
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    pools: Pools,
+    redis: aioredis.Redis,
+) -> None:
+    """The operator under test treats 3 s of silence as lost (production default: 90 s)."""
+    pool = await pools.create(["cpu"], size=1)
+    first_node = pools.members[pool][0]
+    obj = await create_execution(kube, namespace, "hb", long_job("1h"))
+    await wait_for("attempt 1 running", lambda: pod_node(core, namespace, "hb-train-1"))
+    await pools.add_node(pool)
+    store = Store(redis)
+    for _ in range(4):  # the runtime heartbeats a while, then hangs
+        await store.job_heartbeat(
+            obj["metadata"]["uid"], "train", attempt=1, ttl_seconds=60, step=10
+        )
+        await asyncio.sleep(0.5)
+    second = await wait_for(
+        "attempt 2 running", lambda: pod_node(core, namespace, "hb-train-2"), within=30
+    )
+    assert second != first_node
+    assert await wait_for(
+        "the status to show attempt 2", lambda: _job_phase(kube, namespace, "hb", "Running")
+    )
+    status = (await get_execution(kube, namespace, "hb"))["status"]["jobs"][0]
+    assert (status["attempt"], status["failures"], status["infraFailures"]) == (2, 0, 1)
+    assert status["message"].startswith("no heartbeat for ")
