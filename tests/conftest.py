@@ -220,31 +220,41 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+async def apply_crd(kube: client.ApiClient, manifest: dict[str, Any]) -> None:
+    """Create or replace a CRD and wait until the apiserver serves it."""
+    ext = client.ApiextensionsV1Api(kube)
+    name = manifest["metadata"]["name"]
+    try:
+        current = await ext.read_custom_resource_definition(name)
+        manifest = {
+            **manifest,
+            "metadata": {
+                **manifest["metadata"],
+                "resourceVersion": current.metadata.resource_version,
+            },
+        }
+        await ext.replace_custom_resource_definition(name, manifest)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        await ext.create_custom_resource_definition(manifest)
+
+    async def established() -> bool:
+        crd = await ext.read_custom_resource_definition(name)
+        return any(
+            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
+        )
+
+    await wait_for(f"CRD {name} established", established)
+
+
 @pytest.fixture(scope="session")
 async def crds(kube: client.ApiClient) -> None:
-    """Install the generated CRDs (replacing older versions) and wait until served."""
+    """Install the generated CRDs (replacing older versions)."""
     import yaml
 
-    ext = client.ApiextensionsV1Api(kube)
     for path in sorted((REPO / "crds").glob("*.yaml")):
-        manifest = yaml.safe_load(path.read_text())
-        name = manifest["metadata"]["name"]
-        try:
-            current = await ext.read_custom_resource_definition(name)
-            manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
-            await ext.replace_custom_resource_definition(name, manifest)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            await ext.create_custom_resource_definition(manifest)
-
-        async def established(crd_name: str = name) -> bool:
-            crd = await ext.read_custom_resource_definition(crd_name)
-            return any(
-                c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-            )
-
-        await wait_for(f"CRD {name} established", established)
+        await apply_crd(kube, yaml.safe_load(path.read_text()))
 
 
 @dataclass

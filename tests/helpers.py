@@ -11,11 +11,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.crdgen import GROUP, VERSION
 from tests.conftest import wait_for
 
 SIM = "sim.dagwright.io/duration"
+
+
+async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+    """The pod, or None if it does not exist (yet, or any more)."""
+    try:
+        return await core.read_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 async def create_execution(

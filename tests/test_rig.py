@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.devcluster.nodes import sim_annotations
 from dagwright.devcluster.redis_server import RedisServer
-from tests.conftest import Nodes, TestCluster, wait_for
+from tests.conftest import Nodes, TestCluster, apply_crd, wait_for
 
 
 def pod_manifest(
@@ -185,20 +185,7 @@ WIDGET_CRD = {
 
 @pytest.fixture(scope="module")
 async def widget_crd(kube: client.ApiClient) -> None:
-    ext = client.ApiextensionsV1Api(kube)
-    try:
-        await ext.create_custom_resource_definition(WIDGET_CRD)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    async def established() -> bool:
-        crd = await ext.read_custom_resource_definition("widgets.rig.dagwright.io")
-        return any(
-            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-        )
-
-    await wait_for("the Widget CRD to be established", established)
+    await apply_crd(kube, WIDGET_CRD)
 
 
 @pytest.mark.usefixtures("widget_crd")

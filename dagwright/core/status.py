@@ -66,6 +66,7 @@ class PoolNode(Model):
     ready: bool
     slots_used: int = 0
     draining: bool = False
+    last_heartbeat: str | None = None
 
 
 class WorkerPoolStatus(Model):

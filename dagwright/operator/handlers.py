@@ -136,7 +136,9 @@ async def pool_status(
 @kopf.index("", "v1", "nodes")
 def nodes(name: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[None, NodeInfo]:
     cordoned = bool((body.get("spec") or {}).get("unschedulable"))
-    return {None: NodeInfo(name, dict(labels), _node_ready(body), cordoned)}
+    conditions = (body.get("status") or {}).get("conditions") or []
+    beat = next((c.get("lastHeartbeatTime") for c in conditions if c.get("type") == "Ready"), None)
+    return {None: NodeInfo(name, dict(labels), _node_ready(body), cordoned, beat)}
 
 
 def _node_ready(body: kopf.Body) -> bool:

@@ -76,6 +76,7 @@ class PoolController:
                     "ready": n.ready,
                     "slotsUsed": used.get(n.name, 0),
                     "draining": n.cordoned,
+                    "lastHeartbeat": n.last_heartbeat,
                 }
                 for n in sorted(members, key=lambda n: n.name)
             ],

@@ -49,6 +49,7 @@ class NodeInfo:
     labels: Mapping[str, str]
     ready: bool
     cordoned: bool = False
+    last_heartbeat: str | None = None  # the Ready condition's lastHeartbeatTime
 
     @property
     def schedulable(self) -> bool:

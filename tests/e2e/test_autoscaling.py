@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
-from tests.conftest import Nodes, wait_for
+from tests.conftest import Nodes, apply_crd, wait_for
 from tests.e2e.conftest import Pools
 from tests.helpers import create_execution, wait_phase
 
@@ -63,17 +62,7 @@ MACHINESET_CRD = {
 
 @pytest.fixture
 async def machineset_crd(kube: client.ApiClient) -> None:
-    ext = client.ApiextensionsV1Api(kube)
-    with contextlib.suppress(ApiException):
-        await ext.create_custom_resource_definition(MACHINESET_CRD)
-
-    async def established() -> bool:
-        crd = await ext.read_custom_resource_definition("machinesets.rig.dagwright.io")
-        return any(
-            c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])
-        )
-
-    await wait_for("the MachineSet CRD", established)
+    await apply_crd(kube, MACHINESET_CRD)
 
 
 class Machines:
@@ -222,6 +211,7 @@ async def test_pool_status_and_scale_subresource(kube: client.ApiClient, pools: 
     status = await wait_for("the pool status", counted, within=30)
     assert (status["nodes"], status["slots"], status["slotsUsed"], status["queued"]) == (2, 6, 0, 0)
     assert sorted(m["name"] for m in status["members"]) == sorted(pools.members[pool])
+    assert all(m["ready"] and m["lastHeartbeat"] for m in status["members"])
     patch: Any = objects.patch_cluster_custom_object_scale  # what `kubectl scale wp` does
     await patch(
         GROUP,

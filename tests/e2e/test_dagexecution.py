@@ -16,7 +16,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dagwright.devcluster.nodes import SIM_DURATION, SIM_EXIT_CODE
 from tests.conftest import OperatorProcess, wait_for
 from tests.e2e.conftest import Pools
-from tests.helpers import create_execution, get_execution, patch_spec, record_pods, wait_phase
+from tests.helpers import (
+    create_execution,
+    get_execution,
+    patch_spec,
+    read_pod,
+    record_pods,
+    wait_phase,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -312,13 +319,8 @@ async def _running(core: client.CoreV1Api, namespace: str, name: str) -> bool:
 
 
 async def _phase_is(core: client.CoreV1Api, namespace: str, name: str, phase: str) -> bool:
-    try:
-        pod = await core.read_namespaced_pod(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return bool(pod.status.phase == phase)
+    pod = await read_pod(core, namespace, name)
+    return pod is not None and pod.status.phase == phase
 
 
 # 8. Restart safety ----------------------------------------------------------------
