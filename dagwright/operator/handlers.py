@@ -28,7 +28,7 @@ from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, POOL_LABE
 from dagwright.operator.pools import PoolController, pool_spec
 from dagwright.operator.runner import ClusterView, Context, ExecutionRunner, NodeInfo
 from dagwright.settings import OperatorSettings
-from dagwright.store.redis_store import Store
+from dagwright.store.redis_store import QUEUE_CHANNEL, Store
 from dagwright.store.slots import FREED_CHANNEL, Slots
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,15 @@ async def _listen_for_freed_slots(ctx: Context, redis: aioredis.Redis) -> None:
     while True:
         try:
             async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(FREED_CHANNEL)
+                await pubsub.subscribe(FREED_CHANNEL, QUEUE_CHANNEL)
+                ctx.paused = await ctx.store.paused()  # after subscribing: no change missed
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                    if message.get("type") != "message":
+                        continue
+                    if message.get("channel") == QUEUE_CHANNEL:
+                        ctx.paused = message.get("data") == "paused"
+                        ctx.wake_owned()
+                    else:
                         ctx.wake_waiting()
         except RedisError as exc:
             log.warning("slot notifications interrupted (%s); resubscribing", exc)

@@ -138,6 +138,7 @@ class Context:
     owned: set[tuple[str, str]] = field(default_factory=set)  # executions this instance owns
     wanted: dict[tuple[str, str], int] = field(default_factory=dict)  # ready jobs without a slot
     node_readiness: dict[str, bool] = field(default_factory=dict)
+    paused: bool = False  # the cluster-wide queue switch (REST: /queue/pause)
 
     def wake(self, namespace: str, name: str) -> None:
         event = self.wakeups.get((namespace, name))
@@ -320,7 +321,7 @@ class ExecutionRunner:
             pods=pods,
             now=now,
             parallelism=spec.parallelism,
-            suspend=spec.suspend,
+            suspend=spec.suspend or self.ctx.paused,
             shutdown=spec.shutdown,
             admitted=self.admitted if pools or self.needs_pools else None,
             pod_gc=spec.pod_gc.strategy,

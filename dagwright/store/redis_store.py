@@ -27,6 +27,9 @@ from dagwright.core.state import JobState
 PREFIX = "dw:x:"
 OPERATORS_PREFIX = "dw:operator:"
 CHECKPOINT_TTL_SECONDS = 7 * 24 * 3600
+PAUSED_KEY = "dw:queue:paused"
+QUEUE_CHANNEL = "dw:queue"
+WORKERS_PREFIX = "dw:worker:"
 
 # KEYS: lease, epoch. ARGV: instance id, ttl ms.
 # Returns the epoch held by this instance, or -(ttl left) when another owns it.
@@ -177,3 +180,45 @@ class Store:
             return {}
         values = await self.redis.mget([f"{PREFIX}{uid}:hb:{job}" for job in jobs])
         return {job: json.loads(v) for job, v in zip(jobs, values, strict=True) if v}
+
+    # --- the cluster-wide queue switch --------------------------------------
+
+    async def set_paused(self, paused: bool) -> None:
+        """Pause: no new job starts anywhere (running jobs finish)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if paused:
+                pipe.set(PAUSED_KEY, "1")
+            else:
+                pipe.delete(PAUSED_KEY)
+            pipe.publish(QUEUE_CHANNEL, "paused" if paused else "resumed")
+            await pipe.execute()
+
+    async def paused(self) -> bool:
+        return bool(await self.redis.exists(PAUSED_KEY))
+
+    # --- workers registered over REST ---------------------------------------
+
+    async def register_worker(
+        self, worker_id: str, data: dict[str, Any], ttl_seconds: float
+    ) -> None:
+        data = {**data, "lastHeartbeat": time.time(), "currentLoad": 0}
+        await self.redis.set(
+            f"{WORKERS_PREFIX}{worker_id}", json.dumps(data), px=int(ttl_seconds * 1000)
+        )
+
+    async def worker_heartbeat(self, worker_id: str, load: int, ttl_seconds: float) -> bool:
+        key = f"{WORKERS_PREFIX}{worker_id}"
+        raw = await self.redis.get(key)
+        if raw is None:
+            return False
+        data = {**json.loads(raw), "lastHeartbeat": time.time(), "currentLoad": load}
+        await self.redis.set(key, json.dumps(data), px=int(ttl_seconds * 1000))
+        return True
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return bool(await self.redis.delete(f"{WORKERS_PREFIX}{worker_id}"))
+
+    async def workers(self) -> list[dict[str, Any]]:
+        keys = [k async for k in self.redis.scan_iter(match=f"{WORKERS_PREFIX}*", count=500)]
+        values = await self.redis.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]

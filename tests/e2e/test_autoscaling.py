@@ -13,8 +13,7 @@ from kubernetes_asyncio import client
 
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
-from tests.conftest import Nodes, apply_crd, wait_for
-from tests.e2e.conftest import Pools
+from tests.conftest import Nodes, Pools, apply_crd, wait_for
 from tests.helpers import create_execution, wait_phase
 
 pytestmark = pytest.mark.usefixtures("operator")

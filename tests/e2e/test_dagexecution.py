@@ -14,8 +14,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.devcluster.nodes import SIM_DURATION, SIM_EXIT_CODE
-from tests.conftest import OperatorProcess, wait_for
-from tests.e2e.conftest import Pools
+from tests.conftest import OperatorProcess, Pools, wait_for
 from tests.helpers import (
     create_execution,
     get_execution,

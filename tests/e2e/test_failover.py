@@ -14,8 +14,7 @@ from kubernetes_asyncio import client
 
 from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.store.redis_store import Store
-from tests.conftest import Nodes, wait_for
-from tests.e2e.conftest import Pools
+from tests.conftest import Nodes, Pools, wait_for
 from tests.helpers import create_execution, get_execution, read_pod, record_pods, wait_phase
 
 pytestmark = pytest.mark.usefixtures("operator")

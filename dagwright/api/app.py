@@ -1,0 +1,421 @@
+"""The REST facade: FastAPI over the same Redis state and Kubernetes resources
+the operator uses. It keeps no truth of its own: executions are DAGExecution
+objects, queues and workers live in Redis.
+
+``uvicorn --factory dagwright.api.app:create_app``
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.exceptions import RedisError
+
+from dagwright.api.models import (
+    CancelRequest,
+    ExecuteRequest,
+    ExecutionCreated,
+    ExecutionState,
+    Health,
+    PoolQueue,
+    QueueStats,
+    Worker,
+    WorkerHeartbeat,
+    WorkerRegistration,
+)
+from dagwright.core.graph import InvalidDag, build_dag
+from dagwright.crdgen import GROUP, VERSION
+from dagwright.operator.kube import new_api_client
+from dagwright.store.redis_store import Store
+
+PREFIX = "/api/distributed"
+WORKFLOW_LABEL = "dagwright.io/workflow"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DAGWRIGHT_API_", populate_by_name=True)
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="DAGWRIGHT_REDIS_URL")
+    namespace: str = "default"
+    # Bearer token every call but health must carry. Unset: the API refuses
+    # all such calls (never silently open).
+    token: str | None = None
+    worker_heartbeat_timeout_seconds: float = 90.0
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+class Problem(Exception):
+    def __init__(self, status_code: int, message: str, detail: Any = None):
+        super().__init__(message)
+        self.status_code, self.message, self.detail = status_code, message, detail
+
+
+def _problem(code: int, message: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(status_code=code, content=body)
+
+
+class Services:
+    def __init__(self, settings: ApiSettings, redis: aioredis.Redis, kube: client.ApiClient):
+        self.settings = settings
+        self.redis = redis
+        self.store = Store(redis)
+        self.kube = kube
+        self.objects = client.CustomObjectsApi(kube)
+        self.core = client.CoreV1Api(kube)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def authorized(request: Request) -> None:
+    token = request.app.state.services.settings.token
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if (
+        not token
+        or scheme.lower() != "bearer"
+        or not secrets.compare_digest(value.encode(), token.encode())
+    ):
+        raise Problem(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token")
+
+
+Svc = Annotated[Services, Depends(services)]
+guarded = APIRouter(prefix=PREFIX, dependencies=[Depends(authorized)])
+open_router = APIRouter(prefix=PREFIX)
+
+
+# --- executions -----------------------------------------------------------------
+
+
+@guarded.post("/execute", status_code=201, response_model=ExecutionCreated, tags=["executions"])
+async def execute(body: ExecuteRequest, svc: Svc) -> ExecutionCreated:
+    """Create a DAGExecution from the seed's JSON; returns its executionId."""
+    try:
+        spec = body.to_spec()
+        build_dag(spec)  # cycles and unknown dependencies: a 422 now, not a Failed object later
+    except InvalidDag as exc:
+        raise Problem(422, "invalid DAG", exc.problems) from exc
+    except ValueError as exc:
+        raise Problem(422, "invalid DAG", str(exc)) from exc
+    name = body.execution_name()
+    namespace = body.namespace or svc.settings.namespace
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DAGExecution",
+        "metadata": {"name": name, "labels": {WORKFLOW_LABEL: body.workflow_id}},
+        "spec": spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True),
+    }
+    try:
+        await svc.objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "dagexecutions", manifest
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Problem(409, f"execution {name} already exists in {namespace}") from exc
+        raise
+    return ExecutionCreated(
+        execution_id=name, namespace=namespace, workflow_id=body.workflow_id, jobs=len(spec.jobs)
+    )
+
+
+async def _get(svc: Services, name: str, namespace: str | None) -> tuple[str, dict[str, Any]]:
+    ns = namespace or svc.settings.namespace
+    try:
+        obj = await svc.objects.get_namespaced_custom_object(
+            GROUP, VERSION, ns, "dagexecutions", name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise Problem(404, f"execution {name} not found in {ns}") from exc
+        raise
+    return ns, obj
+
+
+def _state(ns: str, obj: dict[str, Any]) -> ExecutionState:
+    status_ = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    return ExecutionState(
+        execution_id=obj["metadata"]["name"],
+        namespace=ns,
+        workflow_id=(obj["metadata"].get("labels") or {}).get(WORKFLOW_LABEL),
+        phase=status_.get("phase"),
+        message=status_.get("message", ""),
+        progress=status_.get("progress", ""),
+        counts=status_.get("counts") or {},
+        jobs=status_.get("jobs"),
+        suspended=bool(spec.get("suspend")),
+        shutdown=spec.get("shutdown"),
+    )
+
+
+@guarded.get("/execute/{execution_id}", response_model=ExecutionState, tags=["executions"])
+async def get_execution(
+    execution_id: str, svc: Svc, namespace: str | None = None
+) -> ExecutionState:
+    ns, obj = await _get(svc, execution_id, namespace)
+    return _state(ns, obj)
+
+
+async def _patch_spec(
+    svc: Services, name: str, namespace: str | None, patch: dict[str, Any]
+) -> ExecutionState:
+    ns, _ = await _get(svc, name, namespace)
+    call: Any = svc.objects.patch_namespaced_custom_object  # the stubs lack _content_type
+    obj = await call(
+        GROUP,
+        VERSION,
+        ns,
+        "dagexecutions",
+        name,
+        {"spec": patch},
+        _content_type="application/merge-patch+json",
+    )
+    return _state(ns, obj)
+
+
+@guarded.post("/execute/{execution_id}/suspend", response_model=ExecutionState, tags=["executions"])
+async def suspend(execution_id: str, svc: Svc, namespace: str | None = None) -> ExecutionState:
+    return await _patch_spec(svc, execution_id, namespace, {"suspend": True})
+
+
+@guarded.post("/execute/{execution_id}/resume", response_model=ExecutionState, tags=["executions"])
+async def resume(execution_id: str, svc: Svc, namespace: str | None = None) -> ExecutionState:
+    return await _patch_spec(svc, execution_id, namespace, {"suspend": False})
+
+
+@guarded.post("/execute/{execution_id}/cancel", response_model=ExecutionState, tags=["executions"])
+async def cancel(
+    execution_id: str, svc: Svc, body: CancelRequest | None = None, namespace: str | None = None
+) -> ExecutionState:
+    mode = (body or CancelRequest()).mode
+    return await _patch_spec(svc, execution_id, namespace, {"shutdown": mode.value})
+
+
+# --- queue ------------------------------------------------------------------------
+
+
+@guarded.get("/queue/stats", response_model=QueueStats, tags=["queue"])
+async def queue_stats(svc: Svc) -> QueueStats:
+    pools = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "workerpools"))["items"]
+    rows = []
+    for pool in pools:
+        st = pool.get("status") or {}
+        name = pool["metadata"]["name"]
+        queued = int(await svc.redis.zcard(f"dw:q:{name}"))
+        rows.append(
+            PoolQueue(
+                pool=name,
+                queued=queued,
+                slots=st.get("slots", 0),
+                slots_used=st.get("slotsUsed", 0),
+            )
+        )
+    executions = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "dagexecutions"))[
+        "items"
+    ]
+    phases: dict[str, int] = {}
+    for obj in executions:
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        phases[phase] = phases.get(phase, 0) + 1
+    return QueueStats(
+        paused=await svc.store.paused(),
+        queued=sum(r.queued for r in rows),
+        pools=rows,
+        executions=phases,
+    )
+
+
+@guarded.post("/queue/pause", response_model=QueueStats, tags=["queue"])
+async def pause(svc: Svc) -> QueueStats:
+    """No new job starts anywhere; running jobs finish."""
+    await svc.store.set_paused(True)
+    return await queue_stats(svc)
+
+
+@guarded.post("/queue/resume", response_model=QueueStats, tags=["queue"])
+async def resume_queue(svc: Svc) -> QueueStats:
+    await svc.store.set_paused(False)
+    return await queue_stats(svc)
+
+
+# --- workers ----------------------------------------------------------------------
+
+
+@guarded.post("/workers/register", status_code=201, response_model=Worker, tags=["workers"])
+async def register(body: WorkerRegistration, svc: Svc) -> Worker:
+    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    data = body.model_dump(by_alias=True)
+    await svc.store.register_worker(body.worker_id, data, ttl_seconds=2 * timeout)
+    return _registered(data | {"lastHeartbeat": time.time(), "currentLoad": 0}, timeout)
+
+
+@guarded.post("/workers/{worker_id}/heartbeat", response_model=dict[str, bool], tags=["workers"])
+async def heartbeat(worker_id: str, body: WorkerHeartbeat, svc: Svc) -> dict[str, bool]:
+    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    if not await svc.store.worker_heartbeat(worker_id, body.current_load, ttl_seconds=2 * timeout):
+        raise Problem(404, f"worker {worker_id} is not registered (or its registration expired)")
+    return {"ok": True}
+
+
+@guarded.delete("/workers/{worker_id}", status_code=204, tags=["workers"])
+async def unregister(worker_id: str, svc: Svc) -> None:
+    if not await svc.store.unregister_worker(worker_id):
+        raise Problem(404, f"worker {worker_id} is not registered")
+
+
+def _registered(data: dict[str, Any], timeout: float) -> Worker:
+    beat = float(data.get("lastHeartbeat") or 0)
+    return Worker(
+        worker_id=data["workerId"],
+        source="registered",
+        hostname=data["hostname"],
+        capabilities=data.get("capabilities", []),
+        max_concurrency=data.get("maxConcurrency", 1),
+        current_load=data.get("currentLoad", 0),
+        healthy=time.time() - beat <= timeout,
+        last_heartbeat=beat,
+    )
+
+
+@guarded.get("/workers", response_model=list[Worker], tags=["workers"])
+async def workers(svc: Svc) -> list[Worker]:
+    """Registered workers and the nodes of every WorkerPool, in one list."""
+    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    result = [_registered(w, timeout) for w in await svc.store.workers()]
+    pools = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "workerpools"))["items"]
+    for pool in pools:
+        spec, st = pool["spec"], pool.get("status") or {}
+        for member in st.get("members", []):
+            result.append(
+                Worker(
+                    worker_id=member["name"],
+                    source="pool",
+                    hostname=member["name"],
+                    capabilities=spec.get("capabilities", []),
+                    max_concurrency=spec.get("maxConcurrency", 4),
+                    current_load=member.get("slotsUsed", 0),
+                    healthy=bool(member.get("ready")),
+                    pool=pool["metadata"]["name"],
+                )
+            )
+    return result
+
+
+# --- health -----------------------------------------------------------------------
+
+
+@open_router.get(
+    "/health", response_model=Health, tags=["health"], responses={503: {"model": Health}}
+)
+async def health(svc: Svc) -> JSONResponse:
+    problems: list[str] = []
+    redis_ok = kube_ok = False
+    operators = 0
+    try:
+        redis_ok = bool(await svc.redis.ping())
+        operators = len(await svc.store.operators())
+    except RedisError as exc:
+        problems.append(f"redis: {exc}")
+    try:
+        await client.VersionApi(svc.kube).get_code()
+        kube_ok = True
+    except (ApiException, OSError) as exc:
+        problems.append(f"kubernetes: {exc}")
+    if redis_ok and operators == 0:
+        problems.append("no operator instance has sent a heartbeat")
+    counts = {"registered": 0, "healthy": 0}
+    if redis_ok:
+        timeout = svc.settings.worker_heartbeat_timeout_seconds
+        registered = [_registered(w, timeout) for w in await svc.store.workers()]
+        counts = {"registered": len(registered), "healthy": sum(w.healthy for w in registered)}
+    ok = redis_ok and kube_ok and operators > 0
+    body = Health(
+        status="ok" if ok else "degraded",
+        redis=redis_ok,
+        kubernetes=kube_ok,
+        operators=operators,
+        workers=counts,
+        problems=problems,
+    )
+    return JSONResponse(status_code=200 if ok else 503, content=body.model_dump(by_alias=True))
+
+
+# --- the application -----------------------------------------------------------------
+
+
+def create_app(
+    settings: ApiSettings | None = None, kube: client.ApiClient | None = None
+) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        api = kube or await new_api_client()
+        app.state.services = Services(settings, redis, api)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            if kube is None:
+                await api.close()
+
+    app = FastAPI(
+        title="dagwright",
+        version="0.1.0",
+        description="Run DAGs of ML-training jobs on Kubernetes: executions, queue, workers, health.",
+        lifespan=lifespan,
+    )
+    app.include_router(guarded)
+    app.include_router(open_router)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return _problem(413, f"request body over {settings.max_body_bytes} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(Problem)
+    async def on_problem(_: Request, exc: Problem) -> JSONResponse:
+        return _problem(exc.status_code, exc.message, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()
+        ]
+        return _problem(422, "invalid request", errors)
+
+    @app.exception_handler(RedisError)
+    async def on_redis(_: Request, exc: RedisError) -> JSONResponse:
+        return _problem(503, "redis unavailable", str(exc))
+
+    @app.exception_handler(ApiException)
+    async def on_kube(_: Request, exc: ApiException) -> JSONResponse:
+        if exc.status in (401, 403):
+            return _problem(502, "the API's own Kubernetes identity was refused", exc.reason)
+        return _problem(503, "kubernetes API error", f"{exc.status} {exc.reason}")
+
+    @app.exception_handler(Exception)
+    async def on_anything(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(500, "internal error", type(exc).__name__)
+
+    return app

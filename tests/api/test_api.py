@@ -1,0 +1,236 @@
+"""The REST facade against the real cluster, Redis and a running operator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes_asyncio import client
+
+from dagwright.api.app import ApiSettings, create_app
+from dagwright.devcluster.nodes import SIM_DURATION
+from dagwright.devcluster.redis_server import RedisServer
+from tests.conftest import Pools, wait_for
+from tests.helpers import read_pod
+
+pytestmark = pytest.mark.usefixtures("operator")
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+P = "/api/distributed"
+
+
+@pytest.fixture
+async def api(
+    kube: client.ApiClient, redis_server: RedisServer, namespace: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ApiSettings(
+        redis_url=redis_server.url, namespace=namespace, token=TOKEN, max_body_bytes=200_000
+    )
+    app = create_app(settings, kube=kube)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            yield http
+
+
+def request(jobs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "workflowId": "nightly",
+        "jobs": jobs,
+        "defaults": {
+            "image": "busybox",
+            "requires": ["cpu"],
+            "annotations": {SIM_DURATION: "300ms"},
+        },
+        **extra,
+    }
+
+
+async def phase_of(api: httpx.AsyncClient, execution: str) -> str | None:
+    phase = (await api.get(f"{P}/execute/{execution}", headers=AUTH)).json().get("phase")
+    return str(phase) if phase else None
+
+
+async def test_execute_runs_the_jobs_and_reports_success(
+    api: httpx.AsyncClient, core: client.CoreV1Api, namespace: str, pools: Pools
+) -> None:
+    await pools.create(["cpu"])
+    body = request(
+        [
+            {"id": "prep", "name": "Preprocess the data", "type": "preprocessing"},
+            {"id": "train", "type": "training", "dependsOn": ["prep"], "config": {"epochs": 3}},
+        ],
+        parallelism=2,
+    )
+    created = await api.post(f"{P}/execute", json=body, headers=AUTH)
+    assert created.status_code == 201, created.text
+    execution = created.json()["executionId"]
+    assert execution.startswith("nightly-")
+    assert created.json()["jobs"] == 2
+
+    async def succeeded() -> bool:
+        return await phase_of(api, execution) == "Succeeded"
+
+    await wait_for("the execution to succeed", succeeded, within=60)
+    state = (await api.get(f"{P}/execute/{execution}", headers=AUTH)).json()
+    assert state["progress"] == "2/2"
+    assert [j["phase"] for j in state["jobs"]] == ["Succeeded", "Succeeded"]
+    assert state["workflowId"] == "nightly"
+    prep = await read_pod(core, namespace, f"{execution}-prep-1")
+    assert prep.metadata.annotations["dagwright.io/display-name"] == "Preprocess the data"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (
+            request([{"id": "a", "dependsOn": ["b"]}, {"id": "b", "dependsOn": ["a"]}]),
+            422,
+            "dependency cycle",
+        ),
+        (request([{"id": "a", "dependsOn": ["ghost"]}]), 422, "unknown job(s) 'ghost'"),
+        (request([{"id": "a"}], priority=11), 422, "priority"),
+        (request([]), 422, "jobs"),
+        ({"jobs": "nope"}, 422, "workflowId"),
+    ],
+)
+async def test_bad_bodies_get_a_clear_4xx(
+    api: httpx.AsyncClient, body: Any, status: int, expected: str
+) -> None:
+    response = await api.post(f"{P}/execute", json=body, headers=AUTH)
+    assert response.status_code == status
+    assert expected in response.text
+    assert "Traceback" not in response.text
+
+
+async def test_unknown_ids_conflicts_and_oversized_bodies(api: httpx.AsyncClient) -> None:
+    assert (await api.get(f"{P}/execute/nope", headers=AUTH)).status_code == 404
+    body = request([{"id": "a"}], executionId="fixed-id")
+    assert (await api.post(f"{P}/execute", json=body, headers=AUTH)).status_code == 201
+    again = await api.post(f"{P}/execute", json=body, headers=AUTH)
+    assert again.status_code == 409
+    assert (
+        again.json()["error"]
+        == f"execution fixed-id already exists in {again.json()['error'].split()[-1]}"
+    )
+    huge = request([{"id": f"j{i}", "config": {"blob": "x" * 100}} for i in range(3000)])
+    assert (await api.post(f"{P}/execute", json=huge, headers=AUTH)).status_code == 413
+
+
+async def test_every_call_but_health_needs_the_token(api: httpx.AsyncClient) -> None:
+    assert (await api.get(f"{P}/workers")).status_code == 401
+    assert (
+        await api.get(f"{P}/workers", headers={"Authorization": "Bearer forged"})
+    ).status_code == 401
+    assert (await api.get(f"{P}/workers", headers={"Authorization": "Bearer"})).status_code == 401
+    assert (await api.get(f"{P}/workers", headers=AUTH)).status_code == 200
+    assert (await api.get(f"{P}/health")).status_code in (200, 503)
+
+
+async def test_suspend_resume_cancel(api: httpx.AsyncClient, pools: Pools) -> None:
+    await pools.create(["cpu"])
+    body = request(
+        [{"id": "a", "annotations": {SIM_DURATION: "1h"}}, {"id": "b", "dependsOn": ["a"]}]
+    )
+    execution = (await api.post(f"{P}/execute", json=body, headers=AUTH)).json()["executionId"]
+    suspended = await api.post(f"{P}/execute/{execution}/suspend", headers=AUTH)
+    assert suspended.json()["suspended"] is True
+    resumed = await api.post(f"{P}/execute/{execution}/resume", headers=AUTH)
+    assert resumed.json()["suspended"] is False
+    cancelled = await api.post(
+        f"{P}/execute/{execution}/cancel", json={"mode": "Terminate"}, headers=AUTH
+    )
+    assert cancelled.json()["shutdown"] == "Terminate"
+
+    async def is_cancelled() -> bool:
+        return await phase_of(api, execution) == "Cancelled"
+
+    await wait_for("the execution cancelled", is_cancelled, within=30)
+
+
+async def test_queue_pause_stops_new_starts_everywhere(
+    api: httpx.AsyncClient, core: client.CoreV1Api, namespace: str, pools: Pools
+) -> None:
+    await pools.create(["cpu"])
+    paused = await api.post(f"{P}/queue/pause", headers=AUTH)
+    try:
+        assert paused.json()["paused"] is True
+        execution = (
+            await api.post(f"{P}/execute", json=request([{"id": "a"}]), headers=AUTH)
+        ).json()["executionId"]
+
+        async def held() -> bool:
+            return await phase_of(api, execution) == "Suspended"
+
+        await wait_for("the execution held by the paused queue", held, within=20)
+        assert await read_pod(core, namespace, f"{execution}-a-1") is None
+    finally:
+        resumed = await api.post(f"{P}/queue/resume", headers=AUTH)
+    assert resumed.json()["paused"] is False
+
+    async def succeeded() -> bool:
+        return await phase_of(api, execution) == "Succeeded"
+
+    await wait_for("the execution to run after resume", succeeded, within=30)
+    stats = (await api.get(f"{P}/queue/stats", headers=AUTH)).json()
+    assert stats["executions"].get("Succeeded", 0) >= 1
+
+
+async def test_workers_register_heartbeat_list_and_leave(
+    api: httpx.AsyncClient, pools: Pools
+) -> None:
+    pool = await pools.create(["gpu"], size=2)
+    registration = {
+        "workerId": "gpu-box-1",
+        "hostname": "gpu-box-1.lab",
+        "capabilities": ["gpu"],
+        "maxConcurrency": 2,
+        "metadata": {"cpuCores": 32, "memoryGB": 256, "version": "0.1.0"},
+    }
+    assert (
+        await api.post(f"{P}/workers/register", json=registration, headers=AUTH)
+    ).status_code == 201
+    beat = await api.post(f"{P}/workers/gpu-box-1/heartbeat", json={"currentLoad": 1}, headers=AUTH)
+    assert beat.status_code == 200
+
+    async def listed() -> list[dict[str, Any]] | None:
+        workers = (await api.get(f"{P}/workers", headers=AUTH)).json()
+        pool_nodes = [w for w in workers if w.get("pool") == pool]
+        return workers if len(pool_nodes) == 2 else None  # the pool's status has caught up
+
+    workers = await wait_for("registered workers and pool nodes in one list", listed, within=20)
+    mine = next(w for w in workers if w["workerId"] == "gpu-box-1")
+    assert (mine["source"], mine["healthy"], mine["currentLoad"]) == ("registered", True, 1)
+    assert {w["workerId"] for w in workers if w.get("pool") == pool} == set(pools.members[pool])
+    assert (await api.delete(f"{P}/workers/gpu-box-1", headers=AUTH)).status_code == 204
+    assert (
+        await api.post(f"{P}/workers/gpu-box-1/heartbeat", json={}, headers=AUTH)
+    ).status_code == 404
+
+
+async def test_health_reports_redis_kubernetes_and_the_operator(
+    api: httpx.AsyncClient, kube: client.ApiClient, namespace: str
+) -> None:
+    async def healthy() -> dict[str, Any] | None:
+        response = await api.get(f"{P}/health")
+        return response.json() if response.status_code == 200 else None
+
+    body = await wait_for("a healthy API", healthy, within=20)
+    assert body["redis"]
+    assert body["kubernetes"]
+    assert body["operators"] >= 1
+    # Redis away: 503 with a body that says so.
+    broken = create_app(
+        ApiSettings(redis_url="redis://127.0.0.1:1/0", namespace=namespace, token=TOKEN), kube=kube
+    )
+    async with broken.router.lifespan_context(broken):
+        transport = httpx.ASGITransport(app=broken)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            response = await http.get(f"{P}/health")
+            assert response.status_code == 503
+            assert response.json()["redis"] is False
+            stats = await http.get(f"{P}/queue/stats", headers=AUTH)
+            assert stats.status_code == 503
+            assert stats.json()["error"] == "redis unavailable"
