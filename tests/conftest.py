@@ -221,6 +221,31 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def rig_crd(
+    kind: str, plural: str, schema: dict[str, Any], subresources: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A test-only namespaced CRD in the group rig.dagwright.io, version v1."""
+    version: dict[str, Any] = {
+        "name": "v1",
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": schema},
+    }
+    if subresources:
+        version["subresources"] = subresources
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.rig.dagwright.io"},
+        "spec": {
+            "group": "rig.dagwright.io",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [version],
+        },
+    }
+
+
 async def apply_crd(kube: client.ApiClient, manifest: dict[str, Any]) -> None:
     """Create or replace a CRD and wait until the apiserver serves it."""
     ext = client.ApiextensionsV1Api(kube)

@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.devcluster.nodes import sim_annotations
 from dagwright.devcluster.redis_server import RedisServer
-from tests.conftest import Nodes, TestCluster, apply_crd, wait_for
+from tests.conftest import Nodes, TestCluster, apply_crd, rig_crd, wait_for
 
 
 def pod_manifest(
@@ -145,45 +145,27 @@ async def test_owner_reference_is_garbage_collected(core: client.CoreV1Api, name
     await wait_for("the garbage collector to delete the dependent", gone, within=30)
 
 
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.rig.dagwright.io"},
-    "spec": {
-        "group": "rig.dagwright.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {
-                                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
-                                    "min": {"type": "integer"},
-                                    "max": {"type": "integer"},
-                                },
-                                "x-kubernetes-validations": [
-                                    {
-                                        "rule": "self.min <= self.max",
-                                        "message": "min must not exceed max",
-                                    }
-                                ],
-                            }
-                        },
-                    }
+WIDGET_CRD = rig_crd(
+    "Widget",
+    "widgets",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
+                    "min": {"type": "integer"},
+                    "max": {"type": "integer"},
                 },
+                "x-kubernetes-validations": [
+                    {"rule": "self.min <= self.max", "message": "min must not exceed max"}
+                ],
             }
-        ],
+        },
     },
-}
+)
 
 
 @pytest.fixture(scope="module")

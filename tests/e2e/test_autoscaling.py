@@ -13,50 +13,26 @@ from kubernetes_asyncio import client
 
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
-from tests.conftest import Nodes, Pools, apply_crd, wait_for
+from tests.conftest import Nodes, Pools, apply_crd, rig_crd, wait_for
 from tests.helpers import create_execution, wait_phase
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-MACHINESET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "machinesets.rig.dagwright.io"},
-    "spec": {
-        "group": "rig.dagwright.io",
-        "scope": "Namespaced",
-        "names": {"plural": "machinesets", "singular": "machineset", "kind": "MachineSet"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {"replicas": {"type": "integer"}},
-                            },
-                            "status": {
-                                "type": "object",
-                                "properties": {"replicas": {"type": "integer"}},
-                            },
-                        },
-                    }
-                },
-                "subresources": {
-                    "status": {},
-                    "scale": {
-                        "specReplicasPath": ".spec.replicas",
-                        "statusReplicasPath": ".status.replicas",
-                    },
-                },
-            }
-        ],
+MACHINESET_CRD = rig_crd(
+    "MachineSet",
+    "machinesets",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+            "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+        },
     },
-}
+    subresources={
+        "status": {},
+        "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
+    },
+)
 
 
 @pytest.fixture
