@@ -7,14 +7,13 @@ objects, queues and workers live in Redis.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kubernetes_asyncio import client
@@ -23,6 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import RedisError
 
+from dagwright.api.auth import Authenticator, AuthError, Caller
 from dagwright.api.models import (
     CancelRequest,
     ExecuteRequest,
@@ -49,8 +49,8 @@ class ApiSettings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="DAGWRIGHT_REDIS_URL")
     namespace: str = "default"
-    # Bearer token every call but health must carry. Unset: the API refuses
-    # all such calls (never silently open).
+    # A static bearer token with every right, for local use. Other callers
+    # present Kubernetes tokens (TokenReview) and need RBAC (SubjectAccessReview).
     token: str | None = None
     worker_heartbeat_timeout_seconds: float = 90.0
     max_body_bytes: int = 4 * 1024 * 1024
@@ -77,6 +77,7 @@ class Services:
         self.kube = kube
         self.objects = client.CustomObjectsApi(kube)
         self.core = client.CoreV1Api(kube)
+        self.auth = Authenticator(kube, settings.token)
 
 
 def services(request: Request) -> Services:
@@ -84,20 +85,26 @@ def services(request: Request) -> Services:
     return svc
 
 
-def authorized(request: Request) -> None:
-    token = request.app.state.services.settings.token
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if (
-        not token
-        or scheme.lower() != "bearer"
-        or not secrets.compare_digest(value.encode(), token.encode())
-    ):
-        raise Problem(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token")
+async def authenticated(request: Request) -> Caller:
+    svc: Services = request.app.state.services
+    try:
+        return await svc.auth.authenticate(request.headers.get("authorization", ""))
+    except AuthError as exc:
+        raise Problem(exc.status_code, exc.message) from exc
+
+
+async def allow(
+    svc: Services, caller: Caller, verb: str, resource: str, namespace: str = ""
+) -> None:
+    try:
+        await svc.auth.authorize(caller, verb, resource, namespace)
+    except AuthError as exc:
+        raise Problem(exc.status_code, exc.message) from exc
 
 
 Svc = Annotated[Services, Depends(services)]
-guarded = APIRouter(prefix=PREFIX, dependencies=[Depends(authorized)])
+Who = Annotated[Caller, Depends(authenticated)]
+guarded = APIRouter(prefix=PREFIX)
 open_router = APIRouter(prefix=PREFIX)
 
 
@@ -105,8 +112,9 @@ open_router = APIRouter(prefix=PREFIX)
 
 
 @guarded.post("/execute", status_code=201, response_model=ExecutionCreated, tags=["executions"])
-async def execute(body: ExecuteRequest, svc: Svc) -> ExecutionCreated:
+async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreated:
     """Create a DAGExecution from the seed's JSON; returns its executionId."""
+    await allow(svc, caller, "create", "dagexecutions", body.namespace or svc.settings.namespace)
     try:
         spec = body.to_spec()
         build_dag(spec)  # cycles and unknown dependencies: a 422 now, not a Failed object later
@@ -167,15 +175,17 @@ def _state(ns: str, obj: dict[str, Any]) -> ExecutionState:
 
 @guarded.get("/execute/{execution_id}", response_model=ExecutionState, tags=["executions"])
 async def get_execution(
-    execution_id: str, svc: Svc, namespace: str | None = None
+    execution_id: str, svc: Svc, caller: Who, namespace: str | None = None
 ) -> ExecutionState:
+    await allow(svc, caller, "get", "dagexecutions", namespace or svc.settings.namespace)
     ns, obj = await _get(svc, execution_id, namespace)
     return _state(ns, obj)
 
 
 async def _patch_spec(
-    svc: Services, name: str, namespace: str | None, patch: dict[str, Any]
+    svc: Services, caller: Caller, name: str, namespace: str | None, patch: dict[str, Any]
 ) -> ExecutionState:
+    await allow(svc, caller, "patch", "dagexecutions", namespace or svc.settings.namespace)
     ns, _ = await _get(svc, name, namespace)
     call: Any = svc.objects.patch_namespaced_custom_object  # the stubs lack _content_type
     obj = await call(
@@ -191,28 +201,41 @@ async def _patch_spec(
 
 
 @guarded.post("/execute/{execution_id}/suspend", response_model=ExecutionState, tags=["executions"])
-async def suspend(execution_id: str, svc: Svc, namespace: str | None = None) -> ExecutionState:
-    return await _patch_spec(svc, execution_id, namespace, {"suspend": True})
+async def suspend(
+    execution_id: str, svc: Svc, caller: Who, namespace: str | None = None
+) -> ExecutionState:
+    return await _patch_spec(svc, caller, execution_id, namespace, {"suspend": True})
 
 
 @guarded.post("/execute/{execution_id}/resume", response_model=ExecutionState, tags=["executions"])
-async def resume(execution_id: str, svc: Svc, namespace: str | None = None) -> ExecutionState:
-    return await _patch_spec(svc, execution_id, namespace, {"suspend": False})
+async def resume(
+    execution_id: str, svc: Svc, caller: Who, namespace: str | None = None
+) -> ExecutionState:
+    return await _patch_spec(svc, caller, execution_id, namespace, {"suspend": False})
 
 
 @guarded.post("/execute/{execution_id}/cancel", response_model=ExecutionState, tags=["executions"])
 async def cancel(
-    execution_id: str, svc: Svc, body: CancelRequest | None = None, namespace: str | None = None
+    execution_id: str,
+    svc: Svc,
+    caller: Who,
+    body: CancelRequest | None = None,
+    namespace: str | None = None,
 ) -> ExecutionState:
     mode = (body or CancelRequest()).mode
-    return await _patch_spec(svc, execution_id, namespace, {"shutdown": mode.value})
+    return await _patch_spec(svc, caller, execution_id, namespace, {"shutdown": mode.value})
 
 
 # --- queue ------------------------------------------------------------------------
 
 
 @guarded.get("/queue/stats", response_model=QueueStats, tags=["queue"])
-async def queue_stats(svc: Svc) -> QueueStats:
+async def queue_stats(svc: Svc, caller: Who) -> QueueStats:
+    await allow(svc, caller, "list", "workerpools")
+    return await _queue_stats(svc)
+
+
+async def _queue_stats(svc: Services) -> QueueStats:
     pools = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "workerpools"))["items"]
     rows = []
     for pool in pools:
@@ -243,23 +266,26 @@ async def queue_stats(svc: Svc) -> QueueStats:
 
 
 @guarded.post("/queue/pause", response_model=QueueStats, tags=["queue"])
-async def pause(svc: Svc) -> QueueStats:
+async def pause(svc: Svc, caller: Who) -> QueueStats:
     """No new job starts anywhere; running jobs finish."""
+    await allow(svc, caller, "patch", "workerpools")
     await svc.store.set_paused(True)
-    return await queue_stats(svc)
+    return await _queue_stats(svc)
 
 
 @guarded.post("/queue/resume", response_model=QueueStats, tags=["queue"])
-async def resume_queue(svc: Svc) -> QueueStats:
+async def resume_queue(svc: Svc, caller: Who) -> QueueStats:
+    await allow(svc, caller, "patch", "workerpools")
     await svc.store.set_paused(False)
-    return await queue_stats(svc)
+    return await _queue_stats(svc)
 
 
 # --- workers ----------------------------------------------------------------------
 
 
 @guarded.post("/workers/register", status_code=201, response_model=Worker, tags=["workers"])
-async def register(body: WorkerRegistration, svc: Svc) -> Worker:
+async def register(body: WorkerRegistration, svc: Svc, caller: Who) -> Worker:
+    await allow(svc, caller, "update", "workerpools")
     timeout = svc.settings.worker_heartbeat_timeout_seconds
     data = body.model_dump(by_alias=True)
     await svc.store.register_worker(body.worker_id, data, ttl_seconds=2 * timeout)
@@ -267,7 +293,10 @@ async def register(body: WorkerRegistration, svc: Svc) -> Worker:
 
 
 @guarded.post("/workers/{worker_id}/heartbeat", response_model=dict[str, bool], tags=["workers"])
-async def heartbeat(worker_id: str, body: WorkerHeartbeat, svc: Svc) -> dict[str, bool]:
+async def heartbeat(
+    worker_id: str, body: WorkerHeartbeat, svc: Svc, caller: Who
+) -> dict[str, bool]:
+    await allow(svc, caller, "update", "workerpools")
     timeout = svc.settings.worker_heartbeat_timeout_seconds
     if not await svc.store.worker_heartbeat(worker_id, body.current_load, ttl_seconds=2 * timeout):
         raise Problem(404, f"worker {worker_id} is not registered (or its registration expired)")
@@ -275,7 +304,8 @@ async def heartbeat(worker_id: str, body: WorkerHeartbeat, svc: Svc) -> dict[str
 
 
 @guarded.delete("/workers/{worker_id}", status_code=204, tags=["workers"])
-async def unregister(worker_id: str, svc: Svc) -> None:
+async def unregister(worker_id: str, svc: Svc, caller: Who) -> None:
+    await allow(svc, caller, "update", "workerpools")
     if not await svc.store.unregister_worker(worker_id):
         raise Problem(404, f"worker {worker_id} is not registered")
 
@@ -295,8 +325,9 @@ def _registered(data: dict[str, Any], timeout: float) -> Worker:
 
 
 @guarded.get("/workers", response_model=list[Worker], tags=["workers"])
-async def workers(svc: Svc) -> list[Worker]:
+async def workers(svc: Svc, caller: Who) -> list[Worker]:
     """Registered workers and the nodes of every WorkerPool, in one list."""
+    await allow(svc, caller, "list", "workerpools")
     timeout = svc.settings.worker_heartbeat_timeout_seconds
     result = [_registered(w, timeout) for w in await svc.store.workers()]
     pools = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "workerpools"))["items"]

@@ -1,0 +1,97 @@
+"""Who is calling, and may they? Bearer tokens checked by the Kubernetes API
+itself (TokenReview), permissions by SubjectAccessReview, so a ServiceAccount
+token or a user's token works exactly as it does with kubectl. An optional
+static token (local use) acts as an administrator."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from kubernetes_asyncio import client
+
+from dagwright.crdgen import GROUP
+
+CACHE_SECONDS = 60.0
+
+
+class AuthError(Exception):
+    def __init__(self, status_code: int, message: str):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    static: bool = False  # the static token: no per-request authorization
+
+
+@dataclass
+class Authenticator:
+    kube: client.ApiClient
+    static_token: str | None = None
+    _identities: dict[str, tuple[Caller | None, float]] = field(default_factory=dict)
+    _decisions: dict[tuple[Caller, str, str, str], tuple[bool, float]] = field(default_factory=dict)
+
+    async def authenticate(self, header: str) -> Caller:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError(401, "missing bearer token")
+        if self.static_token and secrets.compare_digest(token.encode(), self.static_token.encode()):
+            return Caller(user="dagwright:static-token", static=True)
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._identities.get(key)
+        if cached and cached[1] > time.monotonic():
+            caller = cached[0]
+        else:
+            caller = await self._review(token)
+            self._identities[key] = (caller, time.monotonic() + CACHE_SECONDS)
+        if caller is None:
+            raise AuthError(401, "invalid or expired token")
+        return caller
+
+    async def _review(self, token: str) -> Caller | None:
+        api = client.AuthenticationV1Api(self.kube)
+        review = await api.create_token_review(cast(Any, {"spec": {"token": token}}))
+        status = review.status
+        if not status or not status.authenticated or not status.user:
+            return None
+        user = status.user
+        return Caller(user=user.username, groups=tuple(user.groups or ()), uid=user.uid or "")
+
+    async def authorize(
+        self, caller: Caller, verb: str, resource: str, namespace: str = ""
+    ) -> None:
+        if caller.static:
+            return
+        key = (caller, verb, resource, namespace)
+        cached = self._decisions.get(key)
+        if cached and cached[1] > time.monotonic():
+            allowed = cached[0]
+        else:
+            api = client.AuthorizationV1Api(self.kube)
+            attributes = {"group": GROUP, "resource": resource, "verb": verb}
+            if namespace:
+                attributes["namespace"] = namespace
+            body = {
+                "spec": {
+                    "user": caller.user,
+                    "groups": list(caller.groups),
+                    "uid": caller.uid,
+                    "resourceAttributes": attributes,
+                }
+            }
+            review = await api.create_subject_access_review(cast(Any, body))
+            allowed = bool(review.status and review.status.allowed)
+            self._decisions[key] = (allowed, time.monotonic() + CACHE_SECONDS)
+        if not allowed:
+            where = f" in namespace {namespace}" if namespace else ""
+            raise AuthError(403, f"{caller.user} may not {verb} {resource}.{GROUP}{where}")
