@@ -7,6 +7,7 @@ objects, queues and workers live in Redis.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,37 @@ class ApiSettings(BaseSettings):
     token: str | None = None
     worker_heartbeat_timeout_seconds: float = 90.0
     max_body_bytes: int = 4 * 1024 * 1024
+    # Per client (its bearer token, else its address): sustained rate and burst.
+    rate_per_second: float = 20.0
+    rate_burst: int = 40
+
+
+class RateLimiter:
+    """Token buckets per client, in this API process."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+
+    def take(self, client_key: str) -> float:
+        """0 if allowed, else the seconds until a request would be."""
+        now = time.monotonic()
+        tokens, at = self.buckets.get(client_key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self.buckets[client_key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self.buckets[client_key] = (tokens - 1.0, now)
+        if len(self.buckets) > 10_000:  # forget idle clients rather than grow without bound
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 60}
+        return 0.0
+
+
+def _client_key(request: Request) -> str:
+    auth = request.headers.get("authorization")
+    if auth:
+        return "token:" + hashlib.sha256(auth.encode()).hexdigest()[:16]
+    return "addr:" + (request.client.host if request.client else "?")
 
 
 class Problem(Exception):
@@ -416,6 +448,18 @@ def create_app(
     )
     app.include_router(guarded)
     app.include_router(open_router)
+
+    limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+
+    @app.middleware("http")
+    async def limit_rate(request: Request, call_next: Any) -> Any:
+        if request.url.path != f"{PREFIX}/health":
+            wait = limiter.take(_client_key(request))
+            if wait > 0:
+                response = _problem(429, "too many requests", {"retryAfterSeconds": round(wait, 2)})
+                response.headers["Retry-After"] = str(max(1, round(wait)))
+                return response
+        return await call_next(request)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:

@@ -126,7 +126,7 @@ async def test_every_call_but_health_needs_the_token(api: httpx.AsyncClient) -> 
     ).status_code == 401
     assert (await api.get(f"{P}/workers", headers={"Authorization": "Bearer"})).status_code == 401
     assert (await api.get(f"{P}/workers", headers=AUTH)).status_code == 200
-    assert (await api.get(f"{P}/health")).status_code in (200, 503)
+    assert (await api.get(f"{P}/health")).status_code != 401  # health stays open
 
 
 async def test_suspend_resume_cancel(api: httpx.AsyncClient, pools: Pools) -> None:
@@ -303,3 +303,31 @@ async def test_kubernetes_tokens_are_reviewed_and_namespaces_enforced(
         assert (await http.post(f"{P}/queue/pause", headers=alice)).status_code == 403
         forged = {"Authorization": f"Bearer {issued.status.token[:-4]}abcd"}
         assert (await http.get(f"{P}/execute/by-alice", headers=forged)).status_code == 401
+
+
+async def test_bursts_get_429_with_retry_after(
+    kube: client.ApiClient, redis_server: RedisServer, namespace: str
+) -> None:
+    settings = ApiSettings(
+        redis_url=redis_server.url,
+        namespace=namespace,
+        token=TOKEN,
+        rate_per_second=1,
+        rate_burst=5,
+    )
+    app = create_app(settings, kube=kube)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        codes = [(await http.get(f"{P}/execute/none", headers=AUTH)).status_code for _ in range(7)]
+        assert codes[:5] == [404] * 5  # within the burst: answered
+        assert codes[5:] == [429, 429]
+        limited = await http.get(f"{P}/execute/none", headers=AUTH)
+        assert limited.json()["error"] == "too many requests"
+        assert int(limited.headers["Retry-After"]) >= 1
+        other = {"Authorization": "Bearer someone-else"}
+        assert (
+            await http.get(f"{P}/execute/none", headers=other)
+        ).status_code == 401  # its own bucket
+        assert (await http.get(f"{P}/health")).status_code != 429  # health is never limited
