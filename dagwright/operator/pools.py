@@ -13,7 +13,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dagwright.core.autoscale import PoolObservation, ScaleMemory, decide_scale
 from dagwright.core.placement import Pool
 from dagwright.core.spec import ScaleTargetRef, WorkerPoolSpec
-from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator.runner import Context
 
 log = logging.getLogger(__name__)
@@ -116,6 +115,3 @@ def pool_spec(spec: Any) -> WorkerPoolSpec | None:
         return WorkerPoolSpec.model_validate(spec)
     except ValueError:
         return None
-
-
-__all__ = ["GROUP", "VERSION", "PoolController", "pool_spec"]
