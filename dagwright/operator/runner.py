@@ -464,24 +464,27 @@ class ExecutionRunner:
         Jobs no pool can take now are named in ``self.unschedulable``."""
         granted = False
         blocked: list[str] = []
+        # Once per pass, not per wanted job: both scan every node.
+        members = {p.name: self.view.members(p) for p in pools}
+        loads = {p.name: self.view.load(p) for p in pools}
         for name in plan.wants:
             job = dag.jobs[name]
             state = plan.jobs[name]
             who = member(self.owner.uid, name)
             candidates = sorted(
-                eligible(job.requires, pools), key=lambda p: (self.view.load(p), p.name)
+                eligible(job.requires, pools), key=lambda p: (loads[p.name], p.name)
             )
             if not candidates:
                 needs = ", ".join(sorted(job.requires)) or "no capability"
                 blocked.append(f"job {name} requires {needs}, which no WorkerPool offers now")
-            elif not any(self.view.members(p) for p in candidates):
+            elif not any(members[p.name] for p in candidates):
                 names = ", ".join(p.name for p in candidates)
                 blocked.append(f"job {name}: WorkerPool {names} has no ready nodes")
             for i, pool in enumerate(candidates):
                 since = state.ready_at or time.time()
                 nodes = [
                     (n, pool.spec.max_concurrency)
-                    for n in self.view.members(pool)
+                    for n in members[pool.name]
                     if n not in state.avoid
                 ]
                 node = await self.ctx.slots.admit(pool.name, who, job.priority, since, nodes)
@@ -491,10 +494,10 @@ class ExecutionRunner:
                     for other in candidates[:i]:
                         await self.ctx.slots.withdraw(other.name, who)
                     break
-        await self._report_unschedulable(blocked)
+        self._report_unschedulable(blocked)
         return granted
 
-    async def _report_unschedulable(self, blocked: list[str]) -> None:
+    def _report_unschedulable(self, blocked: list[str]) -> None:
         message = ""
         if blocked:
             more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
