@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import time
@@ -32,6 +33,13 @@ from dagwright.devcluster.processes import Process, free_port
 from dagwright.devcluster.redis_server import RedisServer
 
 T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the cluster, so ``-m "not cluster"`` runs the fast rest."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
 
 
 @dataclass
@@ -406,3 +414,86 @@ async def pools(kube: client.ApiClient, nodes: Nodes, crds: None) -> AsyncIterat
         yield helper
     finally:
         await helper.delete_all()
+
+
+@dataclass
+class ApiProcess:
+    """``python -m dagwright.api`` (uvicorn) as a real child process."""
+
+    kubeconfig: Path
+    redis_url: str
+    namespace: str
+    token: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+    log: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="dagwright-api-")) / "api.log"
+    )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "DAGWRIGHT_REDIS_URL": self.redis_url,
+            "DAGWRIGHT_API_HOST": "127.0.0.1",
+            "DAGWRIGHT_API_PORT": str(self.port),
+            "DAGWRIGHT_API_NAMESPACE": self.namespace,
+            "DAGWRIGHT_API_TOKEN": self.token,
+            **self.env,
+        }
+        self.process = Process("api", [sys.executable, "-m", "dagwright.api"], self.log, env=env)
+        self.process.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            self.process.check()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"the API did not listen on {self.port}:\n{self.process.tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+API_TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+async def api_namespace(core: client.CoreV1Api) -> AsyncIterator[str]:
+    """The namespace the API server process serves by default."""
+    name = f"api-{secrets.token_hex(3)}"
+    await core.create_namespace(
+        body={"metadata": {"name": name, "labels": {"dagwright.io/test": "true"}}}
+    )
+    try:
+        yield name
+    finally:
+        await core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def api_server(
+    cluster: TestCluster, redis_server: RedisServer, crds: None, api_namespace: str
+) -> Iterator[ApiProcess]:
+    """The REST API as users run it, with a static token and a generous rate limit."""
+    proc = ApiProcess(
+        cluster.kubeconfig,
+        redis_server.url,
+        api_namespace,
+        API_TOKEN,
+        env={"DAGWRIGHT_API_RATE_PER_SECOND": "1000", "DAGWRIGHT_API_RATE_BURST": "1000"},
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"\napi log: {proc.log}")

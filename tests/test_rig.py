@@ -113,8 +113,13 @@ async def test_node_goes_not_ready_when_its_kubelet_dies(
     node = await core.read_node(name)
     ready = next(c for c in node.status.conditions if c.type == "Ready")
     assert ready.status == "Unknown"  # lease expired: nobody reports for the node
-    taints = {t.key for t in node.spec.taints or []}
-    assert "node.kubernetes.io/unreachable" in taints
+
+    # The node controller taints in a pass of its own, just after the condition.
+    async def tainted() -> bool:
+        node = await core.read_node(name)
+        return "node.kubernetes.io/unreachable" in {t.key for t in node.spec.taints or []}
+
+    await wait_for(f"the unreachable taint on {name}", tainted, within=10)
 
 
 async def test_owner_reference_is_garbage_collected(core: client.CoreV1Api, namespace: str) -> None:

@@ -8,13 +8,14 @@ objects, queues and workers live in Redis.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kubernetes_asyncio import client
@@ -22,9 +23,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dagwright.api.auth import Authenticator, AuthError, Caller
 from dagwright.api.models import (
+    WORKFLOW_LABEL,
     CancelRequest,
     ExecuteRequest,
     ExecutionCreated,
@@ -35,14 +38,15 @@ from dagwright.api.models import (
     Worker,
     WorkerHeartbeat,
     WorkerRegistration,
+    problems,
 )
 from dagwright.core.graph import InvalidDag, build_dag
+from dagwright.core.spec import DNS_LABEL, DAGExecutionSpec
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator.kube import new_api_client
 from dagwright.store.redis_store import Store
 
 PREFIX = "/api/distributed"
-WORKFLOW_LABEL = "dagwright.io/workflow"
 
 
 class ApiSettings(BaseSettings):
@@ -135,33 +139,45 @@ async def allow(
 
 
 Svc = Annotated[Services, Depends(services)]
+# Names are checked here so a malformed one is a 422, never a question to the API server.
+ExecutionId = Annotated[
+    str, Path(pattern=DNS_LABEL, max_length=63, description="Name of the DAGExecution.")
+]
+WorkerId = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
+Namespace = Annotated[
+    str | None,
+    Query(pattern=DNS_LABEL, max_length=63, description="Defaults to the API's namespace."),
+]
 Who = Annotated[Caller, Depends(authenticated)]
-guarded = APIRouter(prefix=PREFIX)
-open_router = APIRouter(prefix=PREFIX)
+# Every route may answer with these; routes add their own (404, 409) below.
+guarded = APIRouter(prefix=PREFIX, responses=problems(400, 401, 403, 413, 422, 429, 502, 503))
+open_router = APIRouter(prefix=PREFIX, responses=problems(413, 429))
 
 
 # --- executions -----------------------------------------------------------------
 
 
-@guarded.post("/execute", status_code=201, response_model=ExecutionCreated, tags=["executions"])
+@guarded.post(
+    "/execute",
+    status_code=201,
+    response_model=ExecutionCreated,
+    tags=["executions"],
+    responses=problems(404, 409),
+)
 async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreated:
     """Create a DAGExecution from the seed's JSON; returns its executionId."""
     await allow(svc, caller, "create", "dagexecutions", body.namespace or svc.settings.namespace)
     try:
-        spec = body.to_spec()
-        build_dag(spec)  # cycles and unknown dependencies: a 422 now, not a Failed object later
-    except InvalidDag as exc:
+        manifest = body.to_manifest()
+        build_dag(DAGExecutionSpec.model_validate(manifest["spec"]))
+    except (
+        InvalidDag
+    ) as exc:  # cycles and unknown dependencies: a 422 now, not a Failed object later
         raise Problem(422, "invalid DAG", exc.problems) from exc
     except ValueError as exc:
         raise Problem(422, "invalid DAG", str(exc)) from exc
-    name = body.execution_name()
+    name = manifest["metadata"]["name"]
     namespace = body.namespace or svc.settings.namespace
-    manifest = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "DAGExecution",
-        "metadata": {"name": name, "labels": {WORKFLOW_LABEL: body.workflow_id}},
-        "spec": spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True),
-    }
     try:
         await svc.objects.create_namespaced_custom_object(
             GROUP, VERSION, namespace, "dagexecutions", manifest
@@ -171,7 +187,10 @@ async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreat
             raise Problem(409, f"execution {name} already exists in {namespace}") from exc
         raise
     return ExecutionCreated(
-        execution_id=name, namespace=namespace, workflow_id=body.workflow_id, jobs=len(spec.jobs)
+        execution_id=name,
+        namespace=namespace,
+        workflow_id=body.workflow_id,
+        jobs=len(manifest["spec"]["jobs"]),
     )
 
 
@@ -205,9 +224,14 @@ def _state(ns: str, obj: dict[str, Any]) -> ExecutionState:
     )
 
 
-@guarded.get("/execute/{execution_id}", response_model=ExecutionState, tags=["executions"])
+@guarded.get(
+    "/execute/{execution_id}",
+    response_model=ExecutionState,
+    tags=["executions"],
+    responses=problems(404),
+)
 async def get_execution(
-    execution_id: str, svc: Svc, caller: Who, namespace: str | None = None
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
 ) -> ExecutionState:
     await allow(svc, caller, "get", "dagexecutions", namespace or svc.settings.namespace)
     ns, obj = await _get(svc, execution_id, namespace)
@@ -232,27 +256,42 @@ async def _patch_spec(
     return _state(ns, obj)
 
 
-@guarded.post("/execute/{execution_id}/suspend", response_model=ExecutionState, tags=["executions"])
+@guarded.post(
+    "/execute/{execution_id}/suspend",
+    response_model=ExecutionState,
+    tags=["executions"],
+    responses=problems(404),
+)
 async def suspend(
-    execution_id: str, svc: Svc, caller: Who, namespace: str | None = None
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
 ) -> ExecutionState:
     return await _patch_spec(svc, caller, execution_id, namespace, {"suspend": True})
 
 
-@guarded.post("/execute/{execution_id}/resume", response_model=ExecutionState, tags=["executions"])
+@guarded.post(
+    "/execute/{execution_id}/resume",
+    response_model=ExecutionState,
+    tags=["executions"],
+    responses=problems(404),
+)
 async def resume(
-    execution_id: str, svc: Svc, caller: Who, namespace: str | None = None
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
 ) -> ExecutionState:
     return await _patch_spec(svc, caller, execution_id, namespace, {"suspend": False})
 
 
-@guarded.post("/execute/{execution_id}/cancel", response_model=ExecutionState, tags=["executions"])
+@guarded.post(
+    "/execute/{execution_id}/cancel",
+    response_model=ExecutionState,
+    tags=["executions"],
+    responses=problems(404),
+)
 async def cancel(
-    execution_id: str,
+    execution_id: ExecutionId,
     svc: Svc,
     caller: Who,
     body: CancelRequest | None = None,
-    namespace: str | None = None,
+    namespace: Namespace = None,
 ) -> ExecutionState:
     mode = (body or CancelRequest()).mode
     return await _patch_spec(svc, caller, execution_id, namespace, {"shutdown": mode.value})
@@ -324,9 +363,14 @@ async def register(body: WorkerRegistration, svc: Svc, caller: Who) -> Worker:
     return _registered(data | {"lastHeartbeat": time.time(), "currentLoad": 0}, timeout)
 
 
-@guarded.post("/workers/{worker_id}/heartbeat", response_model=dict[str, bool], tags=["workers"])
+@guarded.post(
+    "/workers/{worker_id}/heartbeat",
+    response_model=dict[str, bool],
+    tags=["workers"],
+    responses=problems(404),
+)
 async def heartbeat(
-    worker_id: str, body: WorkerHeartbeat, svc: Svc, caller: Who
+    worker_id: WorkerId, body: WorkerHeartbeat, svc: Svc, caller: Who
 ) -> dict[str, bool]:
     await allow(svc, caller, "update", "workerpools")
     timeout = svc.settings.worker_heartbeat_timeout_seconds
@@ -335,8 +379,8 @@ async def heartbeat(
     return {"ok": True}
 
 
-@guarded.delete("/workers/{worker_id}", status_code=204, tags=["workers"])
-async def unregister(worker_id: str, svc: Svc, caller: Who) -> None:
+@guarded.delete("/workers/{worker_id}", status_code=204, tags=["workers"], responses=problems(404))
+async def unregister(worker_id: WorkerId, svc: Svc, caller: Who) -> None:
     await allow(svc, caller, "update", "workerpools")
     if not await svc.store.unregister_worker(worker_id):
         raise Problem(404, f"worker {worker_id} is not registered")
@@ -423,6 +467,20 @@ async def health(svc: Svc) -> JSONResponse:
 # --- the application -----------------------------------------------------------------
 
 
+def _kube_problem(exc: ApiException) -> JSONResponse:
+    """The Kubernetes API's answer, translated for the caller: what the caller
+    got wrong stays a 4xx with the API server's own message."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        message = str(exc.reason)
+    if exc.status in (401, 403):
+        return _problem(502, "the API's own Kubernetes identity was refused", message)
+    if exc.status in (400, 404, 409, 422):
+        return _problem(exc.status, message)
+    return _problem(503, "kubernetes API unavailable", f"{exc.status} {message}")
+
+
 def create_app(
     settings: ApiSettings | None = None, kube: client.ApiClient | None = None
 ) -> FastAPI:
@@ -472,6 +530,13 @@ def create_app(
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
         return _problem(exc.status_code, exc.message, exc.detail)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unparseable bodies, unknown paths, wrong methods: the same error shape.
+        response = _problem(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -485,9 +550,7 @@ def create_app(
 
     @app.exception_handler(ApiException)
     async def on_kube(_: Request, exc: ApiException) -> JSONResponse:
-        if exc.status in (401, 403):
-            return _problem(502, "the API's own Kubernetes identity was refused", exc.reason)
-        return _problem(503, "kubernetes API error", f"{exc.status} {exc.reason}")
+        return _kube_problem(exc)
 
     @app.exception_handler(Exception)
     async def on_anything(_: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from dagwright.core.spec import (
@@ -20,12 +20,35 @@ from dagwright.core.spec import (
     Priority,
     Shutdown,
 )
+from dagwright.crdgen import GROUP, VERSION
 
 DISPLAY_NAME = "dagwright.io/display-name"
+WORKFLOW_LABEL = "dagwright.io/workflow"
 
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ProblemBody(BaseModel):
+    """Every error answer: a sentence for people and, when useful, details."""
+
+    error: str = Field(description="What went wrong, in one sentence.")
+    detail: Any = Field(None, description="Specifics: failing fields, the cycle, a retry delay.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"error": "invalid DAG", "detail": ["cycle: a -> b -> a"]},
+                {"error": "execution nightly-1a2b3c not found in default"},
+            ]
+        }
+    )
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error answers, all shaped as ProblemBody."""
+    return {code: {"model": ProblemBody} for code in codes}
 
 
 class ExecuteJob(JobSettings):
@@ -50,7 +73,7 @@ class ExecuteRequest(ApiModel):
     )
     namespace: DnsLabel | None = None
     jobs: list[ExecuteJob] = Field(min_length=1, max_length=MAX_JOBS)
-    parallelism: int = Field(10, ge=1, le=MAX_JOBS)
+    parallelism: StrictInt = Field(10, ge=1, le=MAX_JOBS)
     priority: Priority = 5
     defaults: JobSettings = Field(default_factory=JobSettings)
 
@@ -102,6 +125,19 @@ class ExecuteRequest(ApiModel):
             }
         )
 
+    def to_manifest(self) -> dict[str, Any]:
+        """The DAGExecution this request creates (the CLI submits the same object)."""
+        spec = self.to_spec()
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "DAGExecution",
+            "metadata": {
+                "name": self.execution_name(),
+                "labels": {WORKFLOW_LABEL: self.workflow_id},
+            },
+            "spec": spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True),
+        }
+
 
 class ExecutionCreated(ApiModel):
     execution_id: str
@@ -128,8 +164,8 @@ class CancelRequest(ApiModel):
 
 
 class WorkerMetadata(ApiModel):
-    cpu_cores: float | None = Field(None, ge=0, le=100_000)
-    memory_gb: float | None = Field(None, ge=0, le=1_000_000, alias="memoryGB")
+    cpu_cores: StrictFloat | None = Field(None, ge=0, le=100_000)
+    memory_gb: StrictFloat | None = Field(None, ge=0, le=1_000_000, alias="memoryGB")
     version: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
@@ -137,12 +173,12 @@ class WorkerRegistration(ApiModel):
     worker_id: Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
     hostname: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     capabilities: list[Capability] = Field(default_factory=list, max_length=32)
-    max_concurrency: int = Field(1, ge=1, le=1000)
+    max_concurrency: StrictInt = Field(1, ge=1, le=1000)
     metadata: WorkerMetadata = Field(default_factory=WorkerMetadata)
 
 
 class WorkerHeartbeat(ApiModel):
-    current_load: int = Field(0, ge=0, le=100_000)
+    current_load: StrictInt = Field(0, ge=0, le=100_000)
 
 
 class Worker(ApiModel):

@@ -12,7 +12,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from dagwright.core.durations import DURATION_PATTERN, parse_duration
@@ -25,7 +34,7 @@ KNOWN_CAPABILITIES = ("cpu", "gpu", "high-memory", "ssd", "network")
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
 Capability = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
-Priority = Annotated[int, Field(ge=1, le=10)]
+Priority = Annotated[StrictInt, Field(ge=1, le=10)]
 Quantity = Annotated[
     str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?([eE][0-9]+|[numkMGTPE]i?)?$", max_length=32)
 ]
@@ -47,7 +56,7 @@ class Backoff(Model):
     """Delay before retry n (n = 1, 2, ...): ``initial * factor**(n-1)``, at most ``max``."""
 
     initial: Duration = Field("5s", description="Delay before the first retry.")
-    factor: float = Field(2.0, ge=1.0, le=10.0, description="Multiplier between retries.")
+    factor: StrictFloat = Field(2.0, ge=1.0, le=10.0, description="Multiplier between retries.")
     max: Duration = Field("5m", description="Upper bound of any delay.")
 
     def delay(self, retry: int) -> float:
@@ -87,7 +96,7 @@ class JobSettings(Model):
         description="Capabilities a worker pool must offer (cpu, gpu, high-memory, ssd, network, or custom).",
     )
     resources: Resources | None = None
-    retries: int | None = Field(
+    retries: StrictInt | None = Field(
         None, ge=0, le=100, description="Retries after the first attempt (default 3)."
     )
     backoff: Backoff | None = None
@@ -147,10 +156,12 @@ class PodGC(Model):
 
 class DAGExecutionSpec(Model):
     priority: Priority = Field(5, description="1 (lowest) to 10 (highest).")
-    parallelism: int = Field(
+    parallelism: StrictInt = Field(
         10, ge=1, le=MAX_JOBS, description="Most jobs of this DAG running at once."
     )
-    suspend: bool = Field(False, description="True: start nothing new; false again: continue.")
+    suspend: StrictBool = Field(
+        False, description="True: start nothing new; false again: continue."
+    )
     shutdown: Shutdown | None = Field(
         None,
         description="Stop: start nothing new, let running jobs finish. Terminate: also delete running pods.",
@@ -176,7 +187,7 @@ class Toleration(Model):
         Annotated[str, StringConstraints(pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$")]
         | None
     ) = None
-    toleration_seconds: int | None = None
+    toleration_seconds: StrictInt | None = None
 
 
 class ScaleTargetRef(Model):
@@ -189,8 +200,8 @@ class ScaleTargetRef(Model):
 
 
 class Autoscaling(Model):
-    min_nodes: int = Field(0, ge=0, le=10_000)
-    max_nodes: int = Field(ge=1, le=10_000)
+    min_nodes: StrictInt = Field(0, ge=0, le=10_000)
+    max_nodes: StrictInt = Field(ge=1, le=10_000)
     scale_up_delay: Duration = Field(
         "0s", description="How long jobs must queue before adding nodes."
     )
@@ -213,8 +224,8 @@ class WorkerPoolSpec(Model):
         Annotated[str, StringConstraints(max_length=63)],
     ] = Field(min_length=1, max_length=16, description="Labels that identify the pool's nodes.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
-    max_concurrency: int = Field(4, ge=1, le=1000, description="Job slots per node.")
-    force_failover: bool = Field(
+    max_concurrency: StrictInt = Field(4, ge=1, le=1000, description="Job slots per node.")
+    force_failover: StrictBool = Field(
         False,
         description="When a node goes NotReady, force-delete its job pods and start replacements at once "
         "(faster failover; a partitioned node could briefly run a second copy). Without it, a replacement "
@@ -223,7 +234,7 @@ class WorkerPoolSpec(Model):
     resources: Resources | None = Field(
         None, description="Default resources of jobs placed in this pool."
     )
-    replicas: int | None = Field(
+    replicas: StrictInt | None = Field(
         None,
         ge=0,
         le=10_000,
