@@ -8,7 +8,6 @@ objects, queues and workers live in Redis.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,7 +42,7 @@ from dagwright.api.models import (
 from dagwright.core.graph import InvalidDag, build_dag
 from dagwright.core.spec import DNS_LABEL, DAGExecutionSpec
 from dagwright.crdgen import GROUP, VERSION
-from dagwright.operator.kube import new_api_client
+from dagwright.operator.kube import error_message, new_api_client
 from dagwright.store.redis_store import Store
 
 PREFIX = "/api/distributed"
@@ -470,10 +469,7 @@ async def health(svc: Svc) -> JSONResponse:
 def _kube_problem(exc: ApiException) -> JSONResponse:
     """The Kubernetes API's answer, translated for the caller: what the caller
     got wrong stays a 4xx with the API server's own message."""
-    try:
-        message = str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        message = str(exc.reason)
+    message = error_message(exc)
     if exc.status in (401, 403):
         return _problem(502, "the API's own Kubernetes identity was refused", message)
     if exc.status in (400, 404, 409, 422):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, cast
 
@@ -21,6 +22,14 @@ async def new_api_client() -> client.ApiClient:
         return client.ApiClient()
     except config.ConfigException:
         return await config.new_client_from_config()
+
+
+def error_message(exc: ApiException) -> str:
+    """The API server's own sentence for a refused call (from its Status body)."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, TypeError, AttributeError):
+        return f"{exc.status} {exc.reason}"
 
 
 class Kube:
