@@ -20,7 +20,8 @@ from dagwright.core.status import DAGExecutionStatus, WorkerPoolStatus
 GROUP = "dagwright.io"
 VERSION = "v1alpha1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OUTPUT_DIRS = [REPO_ROOT / "crds"]
+# The repository's crds/ for kubectl users, and the chart's for Helm.
+OUTPUT_DIRS = [REPO_ROOT / "crds", REPO_ROOT / "charts" / "dagwright" / "crds"]
 
 _DROP = {"title"}
 

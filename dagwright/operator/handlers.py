@@ -40,6 +40,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # Ownership is per execution, through fenced leases in Redis: every
     # instance runs, none is a frozen standby (kopf peering is not used).
     settings.peering.standalone = True
+    # Our resources are fixed: no CRD or namespace scanning, so no RBAC for it.
+    settings.scanning.disabled = True
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -1,0 +1,225 @@
+"""The Helm chart: lint, schema-checked values, a server-side dry run on the
+real API server, a real install, and the operator running with exactly the
+chart's RBAC (a ServiceAccount token minted for it), which must be enough to
+finish a DAG and must not allow more."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from dagwright.devcluster.build import ensure_binary
+from tests.conftest import REPO, OperatorProcess, Pools, TestCluster, wait_for
+from tests.helpers import SIM, create_execution, wait_phase
+
+CHART = REPO / "charts" / "dagwright"
+
+
+async def run(cluster: TestCluster, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def kubectl() -> list[str]:
+    """kubectl from the PATH, else the one built into the rig's multi-call binary."""
+    found = shutil.which("kubectl")
+    return [found] if found else [str(ensure_binary("kube")), "kubectl"]
+
+
+async def helm(cluster: TestCluster, *args: str) -> tuple[int, str, str]:
+    return await run(cluster, str(ensure_binary("helm")), *args)
+
+
+async def test_chart_lints_clean(cluster: TestCluster) -> None:
+    code, out, err = await helm(cluster, "lint", "--strict", str(CHART))
+    assert code == 0, out + err
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["--set", "operator.replicas=0"], "/operator/replicas"),
+        (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
+        (["--set", "redis.persistence.size=lots"], "/redis/persistence/size"),
+        (["--set", "operator.typo=1"], "additional properties 'typo' not allowed"),
+        (["--set", "redis.bundled=false"], "redis.external.url or redis.external.existingSecret"),
+    ],
+)
+async def test_bad_values_fail_with_a_clear_message(
+    cluster: TestCluster, values: list[str], message: str
+) -> None:
+    code, out, err = await helm(cluster, "template", "dw", str(CHART), *values)
+    assert code != 0, out
+    assert message in err
+
+
+async def test_rendered_chart_passes_a_server_side_dry_run(
+    cluster: TestCluster, namespace: str
+) -> None:
+    code, rendered, err = await helm(
+        cluster,
+        "template",
+        "dw",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "scaleTargets[0].apiGroup=apps,scaleTargets[0].resource=deployments",
+        "--set",
+        "api.tokenSecret=dw-token",
+    )
+    assert code == 0, err
+    kinds = sorted({doc["kind"] for doc in yaml.safe_load_all(rendered) if doc})
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
+    code, out, err = await run(
+        cluster,
+        *kubectl(),
+        "apply",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=rendered,
+    )
+    assert code == 0, out + err
+    assert "deployment.apps/dw-dagwright-operator created (server dry run)" in out
+
+
+@pytest.fixture
+async def release(
+    cluster: TestCluster, core: client.CoreV1Api, namespace: str
+) -> AsyncIterator[tuple[str, str]]:
+    """The chart installed into a namespace that enforces the restricted Pod Security Standard."""
+    await core.patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    name = f"dw{secrets.token_hex(2)}"
+    code, out, err = await helm(
+        cluster, "install", name, str(CHART), "--namespace", namespace, "--set", "api.replicas=1"
+    )
+    assert code == 0, out + err
+    try:
+        yield name, namespace
+    finally:
+        await helm(cluster, "uninstall", name, "--namespace", namespace)
+
+
+async def token_kubeconfig(cluster: TestCluster, core: client.CoreV1Api, sa: str, ns: str) -> Path:
+    """A kubeconfig that authenticates as ServiceAccount ``sa``: its real identity, no impersonation."""
+    minted = await core.create_namespaced_service_account_token(
+        sa, ns, {"spec": {"expirationSeconds": 3600}}
+    )
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
+    cluster_entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    path = cluster.kubeconfig.parent / f"{sa}.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [{"name": sa, "user": {"token": minted.status.token}}],
+                "contexts": [
+                    {"name": sa, "context": {"cluster": cluster_entry["name"], "user": sa}}
+                ],
+                "current-context": sa,
+            }
+        )
+    )
+    return path
+
+
+async def test_installed_chart_runs_a_dag_with_exactly_its_rbac(
+    cluster: TestCluster,
+    core: client.CoreV1Api,
+    kube: client.ApiClient,
+    release: tuple[str, str],
+    operator: OperatorProcess,
+    pools: Pools,
+) -> None:
+    name, ns = release
+    apps = client.AppsV1Api(kube)
+    deployments = {d.metadata.name for d in (await apps.list_namespaced_deployment(ns)).items}
+    assert deployments == {f"{name}-dagwright-operator", f"{name}-dagwright-api"}
+
+    # Under the restricted Pod Security Standard the pods are admitted.
+    async def operator_pods() -> int:
+        pods = await core.list_namespaced_pod(
+            ns, label_selector="app.kubernetes.io/component=operator"
+        )
+        return len(pods.items)
+
+    assert await wait_for("the chart's operator pods", operator_pods, within=30) == 2
+
+    kubeconfig = await token_kubeconfig(cluster, core, f"{name}-dagwright-operator", ns)
+    as_operator = await config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        # Left out on purpose, and so forbidden.
+        for call in (
+            lambda: client.CoreV1Api(as_operator).list_namespaced_secret(ns),
+            lambda: client.CoreV1Api(as_operator).delete_node("any"),
+            lambda: client.CustomObjectsApi(as_operator).delete_namespaced_custom_object(
+                "dagwright.io", "v1alpha1", ns, "dagexecutions", "any"
+            ),
+        ):
+            with pytest.raises(ApiException) as refused:
+                await call()
+            assert refused.value.status == 403
+    finally:
+        await as_operator.close()
+
+    # The shared operator steps aside; one with the chart's identity takes its place.
+    await pools.create(["cpu"])
+    operator.stop()
+    restricted = OperatorProcess(kubeconfig, operator.redis_url)
+    restricted.start()
+    try:
+        await create_execution(
+            kube,
+            ns,
+            "rbac-check",
+            {
+                "defaults": {
+                    "image": "busybox",
+                    "requires": ["cpu"],
+                    "annotations": {SIM: "200ms"},
+                },
+                "jobs": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}],
+            },
+        )
+        await wait_phase(kube, ns, "rbac-check", "Succeeded", within=60)
+        restricted.check()
+        log = restricted.log.read_text()
+        assert "Forbidden" not in log, log[-3000:]
+        assert " 403" not in log, log[-3000:]
+    finally:
+        restricted.stop()
+        operator.start()
