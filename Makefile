@@ -32,6 +32,7 @@ lint: install
 	$(VENV)/bin/ruff check dagwright tests
 	$(VENV)/bin/ruff format --check dagwright tests
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile worker-image/Dockerfile
 
 format: install
 	$(VENV)/bin/ruff format dagwright tests

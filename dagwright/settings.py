@@ -25,7 +25,14 @@ class OperatorSettings(BaseSettings):
     finished_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=60, description="Redis state of finished executions."
     )
+    # Jobs in this image (any tag) run under its runtime entrypoint: their
+    # command line is passed as args so the entrypoint is kept.
     worker_image: str = "ghcr.io/dagwright/worker:0.1.0"
+    job_redis_url: str | None = Field(
+        None,
+        description="Given to job pods so the worker runtime can heartbeat and checkpoint; "
+        "unset: jobs run without (no heartbeat-loss detection, no checkpoints).",
+    )
     # Events per job transition are useful on small DAGs and a flood on large ones.
     job_events_max_jobs: int = 500
     status_interval_seconds: float = Field(

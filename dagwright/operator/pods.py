@@ -44,6 +44,14 @@ class Owner:
     kind: str = "DAGExecution"
 
 
+def repository(image: str) -> str:
+    """``registry/name`` of an image reference, without tag or digest."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
 def pod_name(execution: str, job: str, attempt: int) -> str:
     """Deterministic: a second create of the same attempt is a 409, never a twin."""
     return f"{execution}-{job}-{attempt}"
@@ -57,6 +65,8 @@ def build_pod(
     placement: Placement,
     priority_class: str | None = None,
     checkpoint: Mapping[str, Any] | None = None,
+    runtime_redis_url: str | None = None,
+    runtime_image: str | None = None,
 ) -> dict[str, Any]:
     env = [{"name": e.name, "value": e.value} for e in job.env]
     env += [
@@ -65,7 +75,11 @@ def build_pod(
         {"name": "DAGWRIGHT_JOB", "value": job.name},
         {"name": "DAGWRIGHT_JOB_TYPE", "value": job.type},
         {"name": "DAGWRIGHT_ATTEMPT", "value": str(attempt)},
+        {"name": "DAGWRIGHT_EXECUTION_UID", "value": owner.uid},
     ]
+    if runtime_redis_url:
+        # Where the job runtime (worker image) sends heartbeats and checkpoints.
+        env.append({"name": "DAGWRIGHT_REDIS_URL", "value": runtime_redis_url})
     if checkpoint:
         # Resume where the last attempt got to (reported by the job runtime).
         env.append({"name": "DAGWRIGHT_CHECKPOINT_PATH", "value": str(checkpoint.get("path", ""))})
@@ -85,10 +99,17 @@ def build_pod(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if job.command is not None:
-        container["command"] = list(job.command)
-    if job.args is not None:
-        container["args"] = list(job.args)
+    if runtime_image and repository(job.image) == repository(runtime_image):
+        # The worker image's entrypoint is the job runtime; a `command` would
+        # replace it, so the job's command line goes after it, as args.
+        line = [*(job.command or []), *(job.args or [])]
+        if line:
+            container["args"] = line
+    else:
+        if job.command is not None:
+            container["command"] = list(job.command)
+        if job.args is not None:
+            container["args"] = list(job.args)
     resources = (
         job.resources.model_dump(exclude_defaults=True) if job.resources else placement.resources
     )

@@ -434,6 +434,8 @@ class ExecutionRunner:
                     placement,
                     priority_class,
                     checkpoint,
+                    runtime_redis_url=self.ctx.settings.job_redis_url,
+                    runtime_image=self.ctx.settings.worker_image,
                 )
                 creates.append(self._create(manifest, plan.jobs[action.job]))
             elif isinstance(action, DeletePod):

@@ -23,10 +23,10 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from dagwright.core.state import JobState
+from dagwright.store import keys
+from dagwright.store.keys import CHECKPOINT_TTL_SECONDS, PREFIX
 
-PREFIX = "dw:x:"
 OPERATORS_PREFIX = "dw:operator:"
-CHECKPOINT_TTL_SECONDS = 7 * 24 * 3600
 PAUSED_KEY = "dw:queue:paused"
 QUEUE_CHANNEL = "dw:queue"
 WORKERS_PREFIX = "dw:worker:"
@@ -100,7 +100,7 @@ class Store:
 
     @staticmethod
     def _keys(uid: str) -> tuple[str, str, str]:
-        base = f"{PREFIX}{uid}"
+        base = keys.execution(uid)
         return f"{base}:jobs", f"{base}:lease", f"{base}:epoch"
 
     async def acquire(self, uid: str, instance: str, ttl_seconds: float) -> int | None:
@@ -149,36 +149,38 @@ class Store:
 
     async def operators(self) -> list[dict[str, object]]:
         """Live operator instances (their heartbeats have not expired)."""
-        keys = [k async for k in self.redis.scan_iter(match=f"{OPERATORS_PREFIX}*", count=100)]
-        values = await self.redis.mget(keys) if keys else []
+        found = [k async for k in self.redis.scan_iter(match=f"{OPERATORS_PREFIX}*", count=100)]
+        values = await self.redis.mget(found) if found else []
         return [json.loads(v) for v in values if v]
 
     async def save_checkpoint(self, uid: str, job: str, path: str, step: int | None = None) -> None:
         """What the job runtime reports: the latest checkpoint of a job (any attempt)."""
-        payload = {"path": path, "step": step, "at": time.time()}
         # Kept as long as a finished execution's state (7 days by default).
         await self.redis.set(
-            f"{PREFIX}{uid}:ckpt:{job}", json.dumps(payload), ex=CHECKPOINT_TTL_SECONDS
+            keys.checkpoint(uid, job),
+            keys.checkpoint_payload(path, step),
+            ex=CHECKPOINT_TTL_SECONDS,
         )
 
     async def checkpoint(self, uid: str, job: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"{PREFIX}{uid}:ckpt:{job}")
+        raw = await self.redis.get(keys.checkpoint(uid, job))
         return cast(dict[str, Any], json.loads(raw)) if raw else None
 
     async def job_heartbeat(
         self, uid: str, job: str, attempt: int, ttl_seconds: float, **details: Any
     ) -> None:
         """What the job runtime sends every interval while the job runs."""
-        payload = {"attempt": attempt, "at": time.time(), **details}
         await self.redis.set(
-            f"{PREFIX}{uid}:hb:{job}", json.dumps(payload), px=int(ttl_seconds * 1000)
+            keys.heartbeat(uid, job),
+            keys.heartbeat_payload(attempt, **details),
+            px=int(ttl_seconds * 1000),
         )
 
     async def job_heartbeats(self, uid: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
         """The latest heartbeat of each of ``jobs`` that has one."""
         if not jobs:
             return {}
-        values = await self.redis.mget([f"{PREFIX}{uid}:hb:{job}" for job in jobs])
+        values = await self.redis.mget([keys.heartbeat(uid, job) for job in jobs])
         return {job: json.loads(v) for job, v in zip(jobs, values, strict=True) if v}
 
     # --- the cluster-wide queue switch --------------------------------------
@@ -219,6 +221,6 @@ class Store:
         return bool(await self.redis.delete(f"{WORKERS_PREFIX}{worker_id}"))
 
     async def workers(self) -> list[dict[str, Any]]:
-        keys = [k async for k in self.redis.scan_iter(match=f"{WORKERS_PREFIX}*", count=500)]
-        values = await self.redis.mget(keys) if keys else []
+        found = [k async for k in self.redis.scan_iter(match=f"{WORKERS_PREFIX}*", count=500)]
+        values = await self.redis.mget(found) if found else []
         return [json.loads(v) for v in values if v]

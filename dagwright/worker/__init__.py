@@ -1,0 +1,32 @@
+"""The job runtime of the worker image, and the SDK training code imports.
+
+from dagwright import worker
+
+start = worker.latest_checkpoint()          # None on a first attempt
+for step in range(start.step + 1 if start else 0, steps):
+    train_one(step)
+    worker.save_checkpoint(f"/ckpt/{step}.pt", step)
+    worker.report_progress(step + 1, steps)
+    if worker.stopping():                    # SIGTERM: node drain, cancel, failover
+        break
+"""
+
+from dagwright.worker.sdk import (
+    Checkpoint,
+    attempt,
+    config,
+    latest_checkpoint,
+    report_progress,
+    save_checkpoint,
+    stopping,
+)
+
+__all__ = [
+    "Checkpoint",
+    "attempt",
+    "config",
+    "latest_checkpoint",
+    "report_progress",
+    "save_checkpoint",
+    "stopping",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from dagwright.worker.runtime import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""The SDK for training code running under the dagwright job runtime.
+
+Every call works outside dagwright too (no Redis, no environment): reports
+are then dropped and ``latest_checkpoint`` returns what the environment says,
+so the same script runs on a laptop."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import redis
+
+from dagwright.store import keys
+from dagwright.worker.env import JobEnv
+
+log = logging.getLogger("dagwright.worker")
+_stop_requested = False
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    step: int | None
+
+
+@cache
+def _env() -> JobEnv:
+    return JobEnv.from_environ()
+
+
+@cache
+def _redis() -> redis.Redis | None:
+    env = _env()
+    if not env.reports:
+        return None
+    assert env.redis_url is not None
+    return redis.Redis.from_url(env.redis_url, decode_responses=True, socket_timeout=5)
+
+
+def config() -> dict[str, Any]:
+    """The job's ``config`` from the manifest (``{}`` when it has none)."""
+    raw = os.environ.get("DAGWRIGHT_CONFIG")
+    return dict(json.loads(raw)) if raw else {}
+
+
+def attempt() -> int:
+    """1 on the first run of the job, 2 on its first retry, and so on."""
+    return _env().attempt
+
+
+def latest_checkpoint() -> Checkpoint | None:
+    """The newest checkpoint any earlier attempt saved, or None."""
+    conn = _redis()
+    if conn is not None:
+        try:
+            raw = conn.get(keys.checkpoint(_env().execution_uid, _env().job))
+        except redis.RedisError as exc:
+            log.warning("cannot read the latest checkpoint from Redis: %s", exc)
+        else:
+            if raw:
+                data = json.loads(str(raw))
+                return Checkpoint(str(data["path"]), data.get("step"))
+    # What the operator knew when it created this pod.
+    path = os.environ.get("DAGWRIGHT_CHECKPOINT_PATH")
+    if path:
+        step = os.environ.get("DAGWRIGHT_CHECKPOINT_STEP")
+        return Checkpoint(path, int(step) if step else None)
+    return None
+
+
+def save_checkpoint(path: str, step: int | None = None) -> None:
+    """Record that ``path`` (written by you, to durable storage) holds the
+    state after ``step``; a retry or a failover resumes from it."""
+    conn = _redis()
+    if conn is None:
+        return
+    env = _env()
+    conn.set(
+        keys.checkpoint(env.execution_uid, env.job),
+        keys.checkpoint_payload(path, step),
+        ex=keys.CHECKPOINT_TTL_SECONDS,
+    )
+
+
+def report_progress(done: float, total: float | None = None, message: str = "") -> None:
+    """Progress for people: written to the log and, with the next heartbeat, to Redis."""
+    shown = f"{done}/{total}" if total else f"{done}"
+    log.info("progress %s %s", shown, message)
+    path = os.environ.get("DAGWRIGHT_PROGRESS_FILE")
+    if path:
+        # The runtime (the parent process) reads it into its heartbeats.
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as out:
+            json.dump({"done": done, "total": total, "message": message, "at": time.time()}, out)
+        os.replace(tmp, path)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
+def stopping() -> bool:
+    """True once the runtime forwarded SIGTERM: checkpoint now and exit."""
+    return _stop_requested
+
+
+# Installed on import (when nothing else handles SIGTERM): training code polls
+# ``stopping()`` instead of dying mid-step.
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    # Imported outside the main thread: leave signals alone.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, _on_sigterm)
