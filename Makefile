@@ -47,5 +47,11 @@ unit: install
 test: lint typecheck binaries
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Local control plane (or: make demo DEMO_ARGS=--kind), Redis, operator and API,
+# then examples/training-pipeline.yaml followed live. Ctrl-C stops it all.
+DEMO_ARGS ?=
+demo: install
+	$(PY) -m dagwright.devcluster demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -21,8 +22,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
+from dagwright.cli.local import LocalRun
 from dagwright.cli.manifests import ManifestError, load_execution
 from dagwright.cli.view import follow, job_table, summary
+from dagwright.core.graph import build_dag
+from dagwright.core.spec import DAGExecutionSpec
+from dagwright.core.state import ExecutionPhase
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator.kube import error_message
 
@@ -92,6 +97,36 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     _kube(args, call)
     console.print(f"dagexecution/{name} created in {args.namespace}")
     return _watch(args, name, console) if args.watch else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if not args.local:
+        args.watch, args.name = True, None
+        return cmd_submit(args, console)
+    try:
+        manifest = load_execution(Path(args.file))
+    except ManifestError as exc:
+        raise CliError(str(exc)) from exc
+    spec = DAGExecutionSpec.model_validate(manifest["spec"])
+    name = manifest["metadata"]["name"]
+    workdir = Path(tempfile.mkdtemp(prefix=f"dagwright-{name}-"))
+    try:
+        local = LocalRun(name, spec, build_dag(spec), workdir, console)
+        for job in local.dag.jobs.values():
+            local.command_line(job)  # every job must have something to run
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    console.print(f"running {name} locally ({len(local.dag.jobs)} jobs); logs in {workdir}")
+    phase = local.run()
+    style = "green" if phase is ExecutionPhase.SUCCEEDED else "red"
+    console.print(f"{name} [{style}]{phase.value}[/]")
+    for log in local.failed_logs():
+        console.print(f"[red]{log.name}[/] (last lines):\n{_tail(log)}")
+    return EXIT_OK if phase is ExecutionPhase.SUCCEEDED else EXIT_FAILED
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -215,6 +250,15 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--name", help="override metadata.name")
     submit.add_argument("-w", "--watch", action="store_true", help="follow it until it ends")
     submit.set_defaults(run=cmd_submit)
+
+    run_cmd = sub.add_parser("run", help="submit and follow; --local: run the commands here")
+    run_cmd.add_argument("file")
+    run_cmd.add_argument(
+        "--local",
+        action="store_true",
+        help="run every job's command as a local process (no cluster), same scheduling and retries",
+    )
+    run_cmd.set_defaults(run=cmd_run)
 
     status = sub.add_parser("status", help="phase, progress and per-job state")
     status.add_argument("name")

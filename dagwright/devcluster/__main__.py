@@ -1,5 +1,5 @@
-"""``python -m dagwright.devcluster {build,up}``: build the binaries, or run a
-local control plane in the foreground until Ctrl-C."""
+"""``python -m dagwright.devcluster {build,up,demo}``: build the binaries, run a
+local control plane in the foreground until Ctrl-C, or run the whole demo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build (or find cached) control-plane binaries")
     up = sub.add_parser("up", help="run a local control plane until interrupted")
     up.add_argument("--workdir", type=Path, help="keep state and logs here (default: a temp dir)")
+    sub.add_parser("demo", help="cluster, Redis, operator, API and a sample DAG (make demo)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from dagwright.devcluster.demo import run
+
+        return run(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "build":
