@@ -54,6 +54,8 @@ class OperatorSettings(BaseSettings):
         5.0, gt=0, description="How often pool status and scaling are updated."
     )
     log_format: str = Field("text", pattern="^(text|json)$")
+    # Test-only: crash at a named point ("after-save", "after-create").
+    failpoint: str | None = None
     priority_classes: bool = Field(
         True, description="Create and use dagwright-priority-N PriorityClasses."
     )

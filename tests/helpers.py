@@ -89,6 +89,9 @@ class PodEvent:
     phase: str
     deleting: bool
     node: str | None
+    epoch: int = 0  # the owner epoch that created the pod
+    uid: str = ""
+    execution: str = ""
 
 
 @dataclass
@@ -117,9 +120,9 @@ class PodHistory:
 
     def check_never_twice(self) -> None:
         """No job ever had two live attempts at once; no attempt name reused after its pod ended."""
-        live: dict[str, set[str]] = {}
+        live: dict[tuple[str, str], set[str]] = {}
         for e in self.events:
-            pods = live.setdefault(e.job, set())
+            pods = live.setdefault((e.execution, e.job), set())
             if e.type == "DELETED" or e.phase in ("Succeeded", "Failed"):
                 pods.discard(e.name)
             else:
@@ -184,6 +187,9 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
                         phase=pod.status.phase or "Pending",
                         deleting=pod.metadata.deletion_timestamp is not None,
                         node=pod.spec.node_name,
+                        epoch=int(labels.get("dagwright.io/epoch", "0")),
+                        uid=pod.metadata.uid,
+                        execution=labels.get("dagwright.io/execution", ""),
                     )
                 )
 

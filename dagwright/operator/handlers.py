@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -67,6 +68,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         priority_classes=config.priority_classes and await kube.ensure_priority_classes(),
     )
     memo.pools = PoolController(memo.ctx)
+    with contextlib.suppress(RedisError):
+        await _beat_once(memo.ctx)  # peers known before the first execution is considered
     memo.tasks = [
         asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis)),
         asyncio.create_task(_heartbeat(memo.ctx)),
@@ -93,19 +96,32 @@ async def _listen_for_freed_slots(ctx: Context, redis: aioredis.Redis) -> None:
             await asyncio.sleep(1.0)
 
 
+def _heartbeat_interval(ctx: Context) -> float:
+    # A dead instance must drop out of the live set well before its leases
+    # lapse, so the takeover goes straight to the next preferred instance.
+    return min(ctx.settings.heartbeat_seconds, ctx.settings.lease_seconds / 6)
+
+
+async def _beat_once(ctx: Context) -> None:
+    interval = _heartbeat_interval(ctx)
+    await ctx.store.heartbeat(
+        ctx.settings.instance_id, owned=len(ctx.owned), ttl_seconds=3 * interval
+    )
+    ctx.peers = await ctx.store.live_instances()
+    ctx.live = set(ctx.peers)
+
+
 async def _heartbeat(ctx: Context) -> None:
-    """Tell Redis (and so the REST API's health check) that this instance lives."""
-    interval = ctx.settings.heartbeat_seconds
+    """Tell Redis (and so peers and the REST API's health check) that this
+    instance lives, and learn which peers do."""
     while True:
         try:
-            await ctx.store.heartbeat(
-                ctx.settings.instance_id, owned=len(ctx.owned), ttl_seconds=3 * interval
-            )
+            await _beat_once(ctx)
         except RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
         metrics.EXECUTIONS_OWNED.set(len(ctx.owned))
         metrics.QUEUE_DEPTH.set(sum(ctx.wanted.values()))
-        await asyncio.sleep(interval)
+        await asyncio.sleep(_heartbeat_interval(ctx))
 
 
 @kopf.on.cleanup()

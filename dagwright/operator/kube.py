@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from kubernetes_asyncio import client, config
@@ -22,6 +23,25 @@ async def new_api_client() -> client.ApiClient:
         return client.ApiClient()
     except config.ConfigException:
         return await config.new_client_from_config()
+
+
+# Not under "dagwright.io/": kopf keeps its handler progress there and purges it.
+async def _send(call: Awaitable[Any]) -> None:
+    """Await a call made with ``_preload_content=False`` (we skip decoding the
+    answer). The client then neither raises on an error status nor releases
+    the connection; both happen here."""
+    response = await call
+    try:
+        if not 200 <= response.status <= 299:
+            exc = ApiException(status=response.status, reason=response.reason)
+            exc.body = (await response.read()).decode(errors="replace")
+            raise exc
+    finally:
+        response.release()
+
+
+OWNER_ANNOTATION = f"ownership.{GROUP}/instance"
+OWNER_EPOCH_ANNOTATION = f"ownership.{GROUP}/epoch"
 
 
 def error_message(exc: ApiException) -> str:
@@ -43,8 +63,12 @@ class Kube:
         """Create; True if created, False if it already existed (adopted)."""
         async with self._limit:
             try:
-                await self.core.create_namespaced_pod(
-                    manifest["metadata"]["namespace"], cast(Any, manifest), _preload_content=False
+                await _send(
+                    self.core.create_namespaced_pod(
+                        manifest["metadata"]["namespace"],
+                        cast(Any, manifest),
+                        _preload_content=False,
+                    )
                 )
                 return True
             except ApiException as exc:
@@ -58,8 +82,10 @@ class Kube:
         async with self._limit:
             try:
                 options: dict[str, Any] = {"grace_period_seconds": 0} if force else {}
-                await self.core.delete_namespaced_pod(
-                    name, namespace, _preload_content=False, **options
+                await _send(
+                    self.core.delete_namespaced_pod(
+                        name, namespace, _preload_content=False, **options
+                    )
                 )
             except ApiException as exc:
                 if exc.status != 404:
@@ -70,15 +96,17 @@ class Kube:
     ) -> None:
         # The stubs lack _content_type; custom objects take no strategic merge.
         patch = cast(Any, self.custom.patch_namespaced_custom_object_status)
-        await patch(
-            GROUP,
-            VERSION,
-            namespace,
-            "dagexecutions",
-            name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
-            _preload_content=False,
+        await _send(
+            patch(
+                GROUP,
+                VERSION,
+                namespace,
+                "dagexecutions",
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
         )
 
     async def ensure_priority_classes(self) -> bool:
@@ -101,7 +129,9 @@ class Kube:
                 "description": f"dagwright job priority {priority}",
             }
             try:
-                await scheduling.create_priority_class(cast(Any, body), _preload_content=False)
+                await _send(
+                    scheduling.create_priority_class(cast(Any, body), _preload_content=False)
+                )
             except ApiException as exc:
                 if exc.status == 409:
                     continue
@@ -113,22 +143,64 @@ class Kube:
                 raise
         return True
 
+    async def claim_execution(self, namespace: str, name: str, instance: str, epoch: int) -> bool:
+        """Record a new owner epoch on the DAGExecution unless a higher one is
+        there already; the resourceVersion precondition makes two claimants
+        serialize. False: a newer owner is recorded (we are fenced out)."""
+        for _ in range(10):
+            obj = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "dagexecutions", name
+            )
+            meta = obj["metadata"]
+            recorded = (meta.get("annotations") or {}).get(OWNER_EPOCH_ANNOTATION, "0")
+            if recorded.isdigit() and int(recorded) > epoch:
+                return False
+            if recorded == str(epoch):
+                return True
+            body = {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": {OWNER_EPOCH_ANNOTATION: str(epoch), OWNER_ANNOTATION: instance},
+                }
+            }
+            patch = cast(Any, self.custom.patch_namespaced_custom_object)
+            try:
+                await _send(
+                    patch(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        "dagexecutions",
+                        name,
+                        body,
+                        _content_type="application/merge-patch+json",
+                        _preload_content=False,
+                    )
+                )
+                return True
+            except ApiException as exc:
+                if exc.status != 409:  # someone wrote in between: read again
+                    raise
+        raise ApiException(status=409, reason=f"could not record the owner of {namespace}/{name}")
+
     async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:
         patch = cast(Any, self.custom.patch_cluster_custom_object_status)
-        await patch(
-            GROUP,
-            VERSION,
-            "workerpools",
-            name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
-            _preload_content=False,
+        await _send(
+            patch(
+                GROUP,
+                VERSION,
+                "workerpools",
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
         )
 
     async def cordon(self, node: str, annotation: str) -> None:
         """Mark an idle node for removal: no new job lands on it."""
         body = {"metadata": {"annotations": {annotation: "true"}}, "spec": {"unschedulable": True}}
-        await self.core.patch_node(node, cast(Any, body), _preload_content=False)
+        await _send(self.core.patch_node(node, cast(Any, body), _preload_content=False))
 
     async def patch_scale(
         self, group: str, version: str, plural: str, namespace: str | None, name: str, replicas: int
@@ -137,26 +209,30 @@ class Kube:
         patch: Any
         if namespace:
             patch = self.custom.patch_namespaced_custom_object_scale
-            await patch(
-                group,
-                version,
-                namespace,
-                plural,
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
+            await _send(
+                patch(
+                    group,
+                    version,
+                    namespace,
+                    plural,
+                    name,
+                    body,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
             )
         else:
             patch = self.custom.patch_cluster_custom_object_scale
-            await patch(
-                group,
-                version,
-                plural,
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
+            await _send(
+                patch(
+                    group,
+                    version,
+                    plural,
+                    name,
+                    body,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
             )
 
     async def plural(self, group: str, version: str, kind: str) -> str:

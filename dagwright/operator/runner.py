@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from dagwright.core.graph import Dag, InvalidDag, build_dag
+from dagwright.core.ownership import preferred_owner
 from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
@@ -28,7 +30,7 @@ from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
-from dagwright.operator.kube import Kube
+from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import FencedOut, Store
@@ -92,11 +94,16 @@ class ClusterView:
         for name in list(self._missing_since):
             if name in known:
                 del self._missing_since[name]
+        # Every node NotReady at once is the control plane's trouble (an API
+        # server or controller-manager outage, a partition of the control
+        # plane), not every machine dying: like kube-controller-manager's
+        # full-disruption mode, fail nothing over until some node is Ready.
+        disrupted = bool(known) and not any(n.ready for n in known.values())
 
         def health(name: str) -> tuple[bool, bool]:
             node = known.get(name)
             if node is not None:
-                return (not node.ready, False)
+                return (not node.ready and not disrupted, False)
             since = self._missing_since.setdefault(name, now)
             return (True, now - since >= NODE_GONE_AFTER_SECONDS)
 
@@ -136,6 +143,15 @@ class Context:
     # Runners waiting for a pool slot, woken when any slot is released.
     waiting: set[tuple[str, str]] = field(default_factory=set)
     owned: set[tuple[str, str]] = field(default_factory=set)  # executions this instance owns
+    live: set[str] = field(default_factory=set)  # operator instances with a fresh heartbeat
+    peers: dict[str, int] = field(default_factory=dict)  # live instance -> executions it owns
+
+    def over_fair_share(self) -> bool:
+        """Whether this instance owns more than its even share of all owned executions."""
+        total = sum(self.peers.values())
+        instances = max(len(self.peers), 1)
+        return len(self.owned) > -(-total // instances)  # ceil
+
     wanted: dict[tuple[str, str], int] = field(default_factory=dict)  # ready jobs without a slot
     node_readiness: dict[str, bool] = field(default_factory=dict)
     paused: bool = False  # the cluster-wide queue switch (REST: /queue/pause)
@@ -152,6 +168,15 @@ class Context:
     def wake_waiting(self) -> None:
         for key in list(self.waiting):
             self.wake(*key)
+
+
+def failpoint(settings: OperatorSettings, name: str) -> None:
+    """Die like ``kill -9`` at a named point, for the fault tests
+    (``DAGWRIGHT_FAILPOINT``); never set in production."""
+    if settings.failpoint == name:
+        log.error("failpoint %s: exiting now", name)
+        logging.shutdown()
+        os._exit(137)
 
 
 def _condition(
@@ -183,6 +208,8 @@ class ExecutionRunner:
         self.wakeup = ctx.wakeups.setdefault(self.key, asyncio.Event())
         self.epoch: int | None = None
         self.lease_deadline = 0.0  # monotonic
+        self.lease_free_at = 0.0  # monotonic: when another owner's lease could lapse
+        self.free_since: float | None = None  # monotonic: first seen unowned (non-preferred)
         self.states: dict[str, JobState] | None = None
         self.generation: int | None = None
         self.dag: Dag | None = None
@@ -201,19 +228,94 @@ class ExecutionRunner:
         """Take or renew the lease. Losing it drops the cached state: the next
         owner may have moved on, so we reload from Redis when we get it back."""
         s = self.ctx.settings
+        if self.epoch is None and not await self._may_claim():
+            return False
         requested = time.monotonic()
-        epoch = await self.ctx.store.acquire(self.owner.uid, s.instance_id, s.lease_seconds)
+        epoch, left = await self.ctx.store.try_acquire(
+            self.owner.uid, s.instance_id, s.lease_seconds
+        )
         if epoch is None:
             self.epoch, self.states = None, None
             self.ctx.owned.discard(self.key)
+            self.lease_free_at = requested + left
             return False
-        self.ctx.owned.add(self.key)
         if epoch != self.epoch:
-            self.states = None  # new term: start from what is persisted
+            # New term: record it on the object (resourceVersion precondition),
+            # so an instance that believes in an older epoch sees it is fenced.
+            if not await self.ctx.kube.claim_execution(
+                self.owner.namespace, self.owner.name, s.instance_id, epoch
+            ):
+                # Redis handed out an epoch below one already recorded (its
+                # data was lost and the clock went back): let the other owner be.
+                await self.ctx.store.release(self.owner.uid, s.instance_id)
+                raise FencedOut(f"the object records an owner epoch above {epoch}")
+            self.states = None  # start from what is persisted
+            log.info("owning %s/%s (epoch %d)", *self.key, epoch)
+        self.ctx.owned.add(self.key)
         self.epoch = epoch
+        self.free_since = None
         # Counted from before the request: a slow round trip shortens our term, never lengthens it.
         self.lease_deadline = requested + s.lease_seconds
         return True
+
+    async def _hand_off(self) -> bool:
+        """Rebalance after instances join: give an execution up, between two
+        passes, when another live instance is now preferred for it and we own
+        more than our share. The preferred one takes it within a renew period."""
+        s = self.ctx.settings
+        if self.epoch is None or not self.ctx.over_fair_share():
+            return False
+        preferred = preferred_owner(self.owner.uid, self.ctx.live | {s.instance_id})
+        if preferred == s.instance_id:
+            return False
+        log.info("handing %s/%s over to %s (rebalancing)", *self.key, preferred)
+        # Before any await: other runners deciding meanwhile see the new count.
+        self.ctx.owned.discard(self.key)
+        self.ctx.peers[s.instance_id] = len(self.ctx.owned)
+        self.epoch, self.states = None, None
+        await self.ctx.store.release(self.owner.uid, s.instance_id)
+        return True
+
+    async def _may_claim(self) -> bool:
+        """Whether to try for an execution we do not own. The instance that
+        rendezvous hashing prefers among the live ones tries at once; others
+        only once the lease has stayed free for a renew period (the preferred
+        one is gone or stuck), so executions spread evenly and never stay
+        orphaned."""
+        s = self.ctx.settings
+        me = s.instance_id
+        if preferred_owner(self.owner.uid, self.ctx.live | {me}) == me:
+            return True
+        holder, left = await self.ctx.store.lease_holder(self.owner.uid)
+        now = time.monotonic()
+        if holder is not None:
+            self.free_since = None
+            self.lease_free_at = now + left
+            return False
+        if self.free_since is None:
+            self.free_since = now
+            return False
+        return now - self.free_since >= s.lease_seconds / 3
+
+    def _idle_wait(self, renew_every: float) -> float:
+        """How long a non-owner sleeps: until the owner's lease could lapse
+        (the takeover then happens within the lease), at most a renew period."""
+        until_free = self.lease_free_at - time.monotonic()
+        return min(renew_every, max(until_free, 0.0) + 0.05)
+
+    def _finished(self) -> bool:
+        return (self.body.get("status") or {}).get("phase") in _FINISHED
+
+    def _fenced_by_object(self) -> bool:
+        """The object (live from the watch) names a newer owner epoch than ours."""
+        annotations = (self.body.get("metadata") or {}).get("annotations") or {}
+        recorded = annotations.get(OWNER_EPOCH_ANNOTATION)
+        return (
+            self.epoch is not None
+            and recorded is not None
+            and recorded.isdigit()
+            and int(recorded) > self.epoch
+        )
 
     def _lease_valid(self) -> bool:
         # Keep a margin so no side effect lands after another instance could take over.
@@ -224,42 +326,45 @@ class ExecutionRunner:
     # --- main loop -------------------------------------------------------
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
-        if (self.body.get("status") or {}).get("phase") in _FINISHED:
+        if self._finished():
             return
         s = self.ctx.settings
         renew_every = s.lease_seconds / 3
         failures = 0
         try:
             while not stopped:
+                if self.epoch is None and self._finished():
+                    return  # another instance finished it (and released the lease)
+                if await self._hand_off():
+                    await self._sleep(renew_every, stopped)
+                    continue
                 wait = renew_every
                 # Cleared before reading state: a wake-up that arrives while we
                 # work is kept for the sleep below, never lost.
                 self.wakeup.clear()
-                if await self.own():
-                    try:
+                try:
+                    if await self.own():
                         finished, wake_at = await self.step()
-                        failures = 0
-                    except FencedOut as exc:
-                        log.warning("lost ownership of %s/%s: %s", *self.key, exc)
-                        self.epoch, self.states = None, None
-                        continue
-                    except (OSError, ApiException, RedisError) as exc:
-                        # Transient (API server or Redis away): retry soon, from persisted state.
-                        failures += 1
-                        delay = min(0.5 * 2**failures, 10.0)
-                        log.warning(
-                            "reconciling %s/%s failed (%s); retrying in %.1fs",
-                            *self.key,
-                            exc,
-                            delay,
-                        )
-                        self.states = None
-                        await self._sleep(delay, stopped)
-                        continue
-                    if finished:
-                        return
-                    if wake_at is not None:
-                        wait = min(wait, max(wake_at - time.time(), 0.0))
+                        if finished:
+                            return
+                        if wake_at is not None:
+                            wait = min(wait, max(wake_at - time.time(), 0.0))
+                    else:
+                        wait = self._idle_wait(renew_every)
+                    failures = 0
+                except FencedOut as exc:
+                    log.warning("lost ownership of %s/%s: %s", *self.key, exc)
+                    self.epoch, self.states = None, None
+                    self.ctx.owned.discard(self.key)
+                    wait = self._idle_wait(renew_every)
+                except (OSError, ApiException, RedisError) as exc:
+                    # Transient (API server or Redis away): retry soon, from persisted state.
+                    failures += 1
+                    wait = min(0.5 * 2**failures, 10.0)
+                    log.warning(
+                        "reconciling %s/%s failed (%s); retrying in %.1fs", *self.key, exc, wait
+                    )
+                    self.states = None
                 await self._sleep(wait, stopped)
         finally:
             self.ctx.wakeups.pop(self.key, None)
@@ -345,7 +450,11 @@ class ExecutionRunner:
             await self.ctx.store.save(
                 self.owner.uid, self.epoch, {n: plan.jobs[n] for n in plan.changed}
             )
+            if any(isinstance(a, StartPod) for a in plan.actions):
+                failpoint(self.ctx.settings, "after-save")
         self.states = plan.jobs
+        if self._fenced_by_object():
+            raise FencedOut("the object names a newer owner")
         if not self._lease_valid():
             return False, None  # renew first; the actions are recomputed next pass
         await self._act(dag, plan)
@@ -460,6 +569,7 @@ class ExecutionRunner:
             await asyncio.gather(*deletes)
         if creates:
             await asyncio.gather(*creates)
+            failpoint(self.ctx.settings, "after-create")
 
     async def _admit(self, dag: Dag, plan: Plan, pools: list[Pool]) -> bool:
         """Ask the pools' queues for slots for the wanted jobs; True if any granted.
@@ -533,6 +643,9 @@ class ExecutionRunner:
         self.holding = holding
 
     async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
+        if not self._lease_valid():
+            # Checked per pod: a process paused mid-pass must not create on waking.
+            return  # the next owner (or our next term) recreates it from the state
         created = await self.ctx.kube.create_pod(manifest)
         if created:
             metrics.JOBS_STARTED.inc()

@@ -37,19 +37,27 @@ _ACQUIRE = """
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(redis.call('GET', KEYS[2]) or '0')
-end
-if owner then
+  local held = redis.call('GET', KEYS[2])
+  if held then
+    return tonumber(held)
+  end
+  -- The epoch was lost under a surviving lease: start a new term.
+elseif owner then
   return -math.max(redis.call('PTTL', KEYS[1]), 1)
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  -- Seed from the clock so epochs keep rising even if Redis lost the key
-  -- (flush, failover): an old owner's epoch never comes back into force.
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[2], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+-- Every epoch is at least the current time in ms, so epochs keep rising even
+-- if Redis lost the key or the last increments (flush, failover, AOF everysec
+-- losing its last second): a lost epoch never comes back into force.
+local now = redis.call('TIME')
+local floor = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local epoch = redis.call('INCR', KEYS[2])
+if epoch < floor then
+  redis.call('SET', KEYS[2], floor)
+  epoch = floor
 end
-return redis.call('INCR', KEYS[2])
+return epoch
 """
 
 # KEYS: epoch, jobs. ARGV: epoch, then field/value pairs.
@@ -105,11 +113,34 @@ class Store:
 
     async def acquire(self, uid: str, instance: str, ttl_seconds: float) -> int | None:
         """Take or renew the lease; the epoch held, or None if another owns it."""
+        return (await self.try_acquire(uid, instance, ttl_seconds))[0]
+
+    async def try_acquire(
+        self, uid: str, instance: str, ttl_seconds: float
+    ) -> tuple[int | None, float]:
+        """(epoch held, 0) or (None, seconds until the other owner's lease lapses)."""
         _, lease, epoch = self._keys(uid)
         result = int(
             await self._acquire(keys=[lease, epoch], args=[instance, int(ttl_seconds * 1000)])
         )
-        return result if result > 0 else None
+        return (result, 0.0) if result > 0 else (None, -result / 1000)
+
+    async def lease_holder(self, uid: str) -> tuple[str | None, float]:
+        """Who holds the lease (None: nobody) and for how many more seconds."""
+        _, lease, _ = self._keys(uid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(lease)
+            pipe.pttl(lease)
+            holder, pttl = await pipe.execute()
+        return (str(holder) if holder else None), max(int(pttl), 0) / 1000
+
+    async def live_instances(self) -> dict[str, int]:
+        """Live operator instances and how many executions each owns."""
+        return {
+            str(o["instance"]): int(str(o.get("owned", 0)))
+            for o in await self.operators()
+            if o.get("instance")
+        }
 
     async def release(self, uid: str, instance: str) -> None:
         _, lease, _ = self._keys(uid)
