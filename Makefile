@@ -29,14 +29,14 @@ binaries: install
 	$(PY) -m dagwright.devcluster.build
 
 lint: install
-	$(VENV)/bin/ruff check dagwright tests
-	$(VENV)/bin/ruff format --check dagwright tests
+	$(VENV)/bin/ruff check dagwright tests bench
+	$(VENV)/bin/ruff format --check dagwright tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile worker-image/Dockerfile
 
 format: install
-	$(VENV)/bin/ruff format dagwright tests
-	$(VENV)/bin/ruff check --fix dagwright tests
+	$(VENV)/bin/ruff format dagwright tests bench
+	$(VENV)/bin/ruff check --fix dagwright tests bench
 
 typecheck: install
 	$(VENV)/bin/mypy dagwright tests
@@ -52,6 +52,13 @@ test: lint typecheck binaries
 DEMO_ARGS ?=
 demo: install
 	$(PY) -m dagwright.devcluster demo $(DEMO_ARGS)
+
+# Benchmarks (bench/): fresh local control planes, about 25 minutes on 2 cores.
+# BENCH_ARGS=--quick tries the harness in a few minutes.
+BENCH_ARGS ?=
+bench: binaries
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

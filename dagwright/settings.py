@@ -38,8 +38,9 @@ class OperatorSettings(BaseSettings):
     status_interval_seconds: float = Field(
         1.0, ge=0.0, description="Least time between status patches."
     )
-    kube_qps: float = 200.0
-    kube_burst: int = 400
+    # Most API requests (pod creates and deletes, patches) in flight at once.
+    # The Python client has no QPS limiter: this is the throttle.
+    kube_concurrency: int = Field(32, ge=1, le=1000)
     health_port: int = Field(8081, description="kopf liveness endpoint /healthz; 0 disables.")
     metrics_port: int = Field(9090, description="Prometheus /metrics; 0 disables.")
     heartbeat_seconds: float = Field(

@@ -56,7 +56,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.networking.request_timeout = 30
     api = await new_api_client()
     redis = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
-    kube = Kube(api)
+    kube = Kube(api, concurrency=config.kube_concurrency)
     # A slot outlives a crashed owner by a few leases, then frees itself.
     hold = 3 * config.lease_seconds
     memo.ctx = Context(

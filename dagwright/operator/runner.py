@@ -30,7 +30,7 @@ from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
-from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube
+from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube, error_message
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import FencedOut, Store
@@ -646,7 +646,15 @@ class ExecutionRunner:
         if not self._lease_valid():
             # Checked per pod: a process paused mid-pass must not create on waking.
             return  # the next owner (or our next term) recreates it from the state
-        created = await self.ctx.kube.create_pod(manifest)
+        try:
+            created = await self.ctx.kube.create_pod(manifest)
+        except ApiException as exc:
+            if exc.status in (400, 403, 422):
+                # Refused for good until someone fixes RBAC, quotas or the spec:
+                # say so on the execution (the attempt is retried on later passes).
+                message = f"pod {manifest['metadata']['name']}: {error_message(exc)}"
+                kopf.event(self.body, type="Warning", reason="PodCreateFailed", message=message)
+            raise
         if created:
             metrics.JOBS_STARTED.inc()
             if state.ready_at is not None and state.attempt == 1:

