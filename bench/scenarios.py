@@ -197,7 +197,9 @@ async def scale(sizes: list[int]) -> dict[str, Any]:
 # 4: failover -------------------------------------------------------------------------
 
 
-async def node_failover(r: Rig, namespace: str, run: int, victim: str) -> dict[str, float]:
+async def node_failover(
+    r: Rig, namespace: str, run: int, victim: str, healthy: list[str]
+) -> dict[str, float]:
     body = spec([{"name": "train"}], "600s", parallelism=1)
     name = f"nf-{run}"
     async with pod_times(r.core, namespace) as times:
@@ -207,6 +209,8 @@ async def node_failover(r: Rig, namespace: str, run: int, victim: str) -> dict[s
         pod = await r.core.read_namespaced_pod(f"{name}-train-1", namespace)
         node = pod.spec.node_name
         assert node == victim, f"expected the job on {victim}, got {node}"
+        for other in healthy:  # somewhere for the replacement to go
+            await r.core.patch_node(other, {"spec": {"unschedulable": False}})
         assert r.local.kwok is not None
         r.local.kwok.kill_node(node)
         killed = time.monotonic()
@@ -279,9 +283,7 @@ async def failover(runs: int = 3, lease: float = 5.0) -> dict[str, Any]:
             # Only the victim is schedulable while the job starts.
             for other in names:
                 await r.core.patch_node(other, {"spec": {"unschedulable": other != names[i]}})
-            nodes.append(await node_failover(r, namespace, i, names[i]))
-            for other in names[runs:]:
-                await r.core.patch_node(other, {"spec": {"unschedulable": False}})
+            nodes.append(await node_failover(r, namespace, i, names[i], names[runs:]))
         for other in names:
             await r.core.patch_node(other, {"spec": {"unschedulable": False}})
         takeovers = [await takeover(r, namespace, i, lease) for i in range(runs)]

@@ -209,6 +209,7 @@ class ExecutionRunner:
         self.epoch: int | None = None
         self.lease_deadline = 0.0  # monotonic
         self.lease_free_at = 0.0  # monotonic: when another owner's lease could lapse
+        self.renew_slots_at = 0.0  # monotonic
         self.free_since: float | None = None  # monotonic: first seen unowned (non-preferred)
         self.states: dict[str, JobState] | None = None
         self.generation: int | None = None
@@ -636,9 +637,17 @@ class ExecutionRunner:
         ]
         if released:
             await self.ctx.slots.release(released)
-        if holding:
+        # Renewing every held slot on every pass was O(jobs) Redis writes per
+        # pass; slots are held for several leases, so a few renewals per lease do.
+        now = time.monotonic()
+        if now >= self.renew_slots_at:
+            renew = holding
+            self.renew_slots_at = now + self.ctx.settings.lease_seconds / 3
+        else:
+            renew = {n: s for n, s in holding.items() if self.holding.get(n) != s}
+        if renew:
             await self.ctx.slots.renew(
-                (s.pool, member(uid, n), s.node or "") for n, s in holding.items()
+                (s.pool, member(uid, n), s.node or "") for n, s in renew.items()
             )
         self.holding = holding
 
