@@ -71,7 +71,9 @@ def plot_scale(result: dict[str, Any]) -> None:
     fig.savefig(RESULTS / "scale.png", dpi=100)
 
 
-async def main(only: set[str], quick: bool) -> None:
+async def main(
+    only: set[str], quick: bool, large: bool, shapes: tuple[str, ...] = ("fan-out", "chains")
+) -> None:
     started = time.monotonic()
     if {"throughput", "latency"} & only:
         width, depth = (50, 4) if quick else (200, 10)
@@ -103,8 +105,8 @@ async def main(only: set[str], quick: bool) -> None:
             ],
         )
     if "scale" in only:
-        sizes = [500, 1000] if quick else [1000, 5000, 10000]
-        result = await scenarios.scale(sizes)
+        sizes = [500, 1000] if quick else [1000, 5000, *([10000] if large else [])]
+        result = await scenarios.scale(sizes, shapes)
         dump(RESULTS / "scale.json", result)
         plot_scale(result)
         table(
@@ -160,5 +162,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", default="throughput,scale,failover,small")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
+    parser.add_argument(
+        "--large", action="store_true", help="also 10,000-job DAGs (about 15 min more each)"
+    )
+    parser.add_argument("--shapes", default="fan-out,chains", help="scale: DAG shapes")
     args = parser.parse_args()
-    asyncio.run(main(set(args.only.split(",")), args.quick))
+    shapes = tuple(args.shapes.split(","))
+    asyncio.run(main(set(args.only.split(",")), args.quick, args.large, shapes))

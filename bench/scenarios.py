@@ -184,9 +184,11 @@ async def scale_one(shape: str, size: int, nodes: int = 50) -> dict[str, Any]:
         }
 
 
-async def scale(sizes: list[int]) -> dict[str, Any]:
+async def scale(
+    sizes: list[int], shapes: tuple[str, ...] = ("fan-out", "chains")
+) -> dict[str, Any]:
     runs = []
-    for shape in ("fan-out", "chains"):
+    for shape in shapes:
         for size in sizes:
             result = await scale_one(shape, size)
             print(f"  scale {shape} {size}: {result}", flush=True)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -164,34 +165,44 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
     ready = asyncio.Event()
 
     async def run() -> None:
+        version: str | None = None
         while True:
-            w = watch.Watch()
-            listing = await core.list_namespaced_pod(namespace)
-            ready.set()
-            async for event in w.stream(
-                core.list_namespaced_pod,
-                namespace,
-                resource_version=listing.metadata.resource_version,
-            ):
-                pod = event["object"]
-                labels = pod.metadata.labels or {}
-                if "dagwright.io/job" not in labels:
-                    continue
-                history.events.append(
-                    PodEvent(
-                        at=time.monotonic(),
-                        type=event["type"],
-                        name=pod.metadata.name,
-                        job=labels["dagwright.io/job"],
-                        attempt=int(labels.get("dagwright.io/attempt", "0")),
-                        phase=pod.status.phase or "Pending",
-                        deleting=pod.metadata.deletion_timestamp is not None,
-                        node=pod.spec.node_name,
-                        epoch=int(labels.get("dagwright.io/epoch", "0")),
-                        uid=pod.metadata.uid,
-                        execution=labels.get("dagwright.io/execution", ""),
+            try:
+                if version is None:
+                    listing = await core.list_namespaced_pod(namespace)
+                    version = listing.metadata.resource_version
+                    ready.set()
+                async for event in watch.Watch().stream(
+                    core.list_namespaced_pod, namespace, resource_version=version
+                ):
+                    pod = event["object"]
+                    version = pod.metadata.resource_version
+                    labels = pod.metadata.labels or {}
+                    if "dagwright.io/job" not in labels:
+                        continue
+                    history.events.append(
+                        PodEvent(
+                            at=time.monotonic(),
+                            type=event["type"],
+                            name=pod.metadata.name,
+                            job=labels["dagwright.io/job"],
+                            attempt=int(labels.get("dagwright.io/attempt", "0")),
+                            phase=pod.status.phase or "Pending",
+                            deleting=pod.metadata.deletion_timestamp is not None,
+                            node=pod.spec.node_name,
+                            epoch=int(labels.get("dagwright.io/epoch", "0")),
+                            uid=pod.metadata.uid,
+                            execution=labels.get("dagwright.io/execution", ""),
+                        )
                     )
-                )
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+                version = None  # too old: list again (events in between are lost)
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                # The API server went away (a fault test stops it): resume
+                # from the last version seen; nothing happens while it is down.
+                await asyncio.sleep(0.2)
 
     task = asyncio.create_task(run())
     await ready.wait()
