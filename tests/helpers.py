@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -164,6 +164,37 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
     history = PodHistory()
     ready = asyncio.Event()
 
+    last: dict[str, PodEvent] = {}
+
+    def record(type_: str, pod: Any) -> None:
+        labels = pod.metadata.labels or {}
+        if "dagwright.io/job" not in labels:
+            return
+        event = PodEvent(
+            at=time.monotonic(),
+            type=type_,
+            name=pod.metadata.name,
+            job=labels["dagwright.io/job"],
+            attempt=int(labels.get("dagwright.io/attempt", "0")),
+            phase=pod.status.phase or "Pending",
+            deleting=pod.metadata.deletion_timestamp is not None,
+            node=pod.spec.node_name,
+            epoch=int(labels.get("dagwright.io/epoch", "0")),
+            uid=pod.metadata.uid,
+            execution=labels.get("dagwright.io/execution", ""),
+        )
+        history.events.append(event)
+        last[event.name] = event
+
+    def resync(pods: list[Any]) -> None:
+        listed = {p.metadata.name for p in pods}
+        for name, seen in list(last.items()):
+            if name not in listed and seen.type != "DELETED":
+                history.events.append(replace(seen, at=time.monotonic(), type="DELETED"))
+                last[name] = history.events[-1]
+        for pod in pods:
+            record("MODIFIED", pod)
+
     async def run() -> None:
         version: str | None = None
         while True:
@@ -171,30 +202,16 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
                 if version is None:
                     listing = await core.list_namespaced_pod(namespace)
                     version = listing.metadata.resource_version
+                    if ready.is_set():
+                        # A relist after 410: what changed meanwhile, as events.
+                        resync(listing.items)
                     ready.set()
                 async for event in watch.Watch().stream(
                     core.list_namespaced_pod, namespace, resource_version=version
                 ):
                     pod = event["object"]
                     version = pod.metadata.resource_version
-                    labels = pod.metadata.labels or {}
-                    if "dagwright.io/job" not in labels:
-                        continue
-                    history.events.append(
-                        PodEvent(
-                            at=time.monotonic(),
-                            type=event["type"],
-                            name=pod.metadata.name,
-                            job=labels["dagwright.io/job"],
-                            attempt=int(labels.get("dagwright.io/attempt", "0")),
-                            phase=pod.status.phase or "Pending",
-                            deleting=pod.metadata.deletion_timestamp is not None,
-                            node=pod.spec.node_name,
-                            epoch=int(labels.get("dagwright.io/epoch", "0")),
-                            uid=pod.metadata.uid,
-                            execution=labels.get("dagwright.io/execution", ""),
-                        )
-                    )
+                    record(event["type"], pod)
             except ApiException as exc:
                 if exc.status != 410:
                     raise

@@ -171,13 +171,13 @@ async def test_installed_chart_runs_a_dag_with_exactly_its_rbac(
     assert deployments == {f"{name}-dagwright-operator", f"{name}-dagwright-api"}
 
     # Under the restricted Pod Security Standard the pods are admitted.
-    async def operator_pods() -> int:
+    async def operator_pods() -> bool:
         pods = await core.list_namespaced_pod(
             ns, label_selector="app.kubernetes.io/component=operator"
         )
-        return len(pods.items)
+        return len(pods.items) == 2
 
-    assert await wait_for("the chart's operator pods", operator_pods, within=30) == 2
+    await wait_for("both of the chart's operator pods admitted", operator_pods, within=30)
 
     kubeconfig = await token_kubeconfig(cluster, core, f"{name}-dagwright-operator", ns)
     as_operator = await config.new_client_from_config(config_file=str(kubeconfig))
