@@ -112,7 +112,6 @@ async def _beat_once(ctx: Context) -> None:
         ctx.settings.instance_id, owned=len(ctx.owned), ttl_seconds=3 * interval
     )
     ctx.peers = await ctx.store.live_instances()
-    ctx.live = set(ctx.peers)
 
 
 async def _heartbeat(ctx: Context) -> None:

@@ -91,23 +91,34 @@ class Kube:
                 if exc.status != 404:
                     raise
 
-    async def patch_execution_status(
-        self, namespace: str, name: str, status: dict[str, Any]
+    async def _merge_patch_execution(
+        self, namespace: str, name: str, body: dict[str, Any], *, status: bool = False
     ) -> None:
-        # The stubs lack _content_type; custom objects take no strategic merge.
-        patch = cast(Any, self.custom.patch_namespaced_custom_object_status)
+        """A JSON merge patch of a DAGExecution (custom objects take no
+        strategic merge; the stubs lack _content_type), or of its status."""
+        custom = self.custom
+        call = (
+            custom.patch_namespaced_custom_object_status
+            if status
+            else custom.patch_namespaced_custom_object
+        )
         await _send(
-            patch(
+            cast(Any, call)(
                 GROUP,
                 VERSION,
                 namespace,
                 "dagexecutions",
                 name,
-                {"status": status},
+                body,
                 _content_type="application/merge-patch+json",
                 _preload_content=False,
             )
         )
+
+    async def patch_execution_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        await self._merge_patch_execution(namespace, name, {"status": status}, status=True)
 
     async def ensure_priority_classes(self) -> bool:
         """PriorityClasses dagwright-priority-1..10, so the scheduler orders
@@ -163,20 +174,8 @@ class Kube:
                     "annotations": {OWNER_EPOCH_ANNOTATION: str(epoch), OWNER_ANNOTATION: instance},
                 }
             }
-            patch = cast(Any, self.custom.patch_namespaced_custom_object)
             try:
-                await _send(
-                    patch(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        "dagexecutions",
-                        name,
-                        body,
-                        _content_type="application/merge-patch+json",
-                        _preload_content=False,
-                    )
-                )
+                await self._merge_patch_execution(namespace, name, body)
                 return True
             except ApiException as exc:
                 if exc.status != 409:  # someone wrote in between: read again

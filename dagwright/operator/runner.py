@@ -143,8 +143,8 @@ class Context:
     # Runners waiting for a pool slot, woken when any slot is released.
     waiting: set[tuple[str, str]] = field(default_factory=set)
     owned: set[tuple[str, str]] = field(default_factory=set)  # executions this instance owns
-    live: set[str] = field(default_factory=set)  # operator instances with a fresh heartbeat
-    peers: dict[str, int] = field(default_factory=dict)  # live instance -> executions it owns
+    # Operator instances with a fresh heartbeat -> executions each owns.
+    peers: dict[str, int] = field(default_factory=dict)
 
     def over_fair_share(self) -> bool:
         """Whether this instance owns more than its even share of all owned executions."""
@@ -266,7 +266,7 @@ class ExecutionRunner:
         s = self.ctx.settings
         if self.epoch is None or not self.ctx.over_fair_share():
             return False
-        preferred = preferred_owner(self.owner.uid, self.ctx.live | {s.instance_id})
+        preferred = preferred_owner(self.owner.uid, self.ctx.peers.keys() | {s.instance_id})
         if preferred == s.instance_id:
             return False
         log.info("handing %s/%s over to %s (rebalancing)", *self.key, preferred)
@@ -285,7 +285,7 @@ class ExecutionRunner:
         orphaned."""
         s = self.ctx.settings
         me = s.instance_id
-        if preferred_owner(self.owner.uid, self.ctx.live | {me}) == me:
+        if preferred_owner(self.owner.uid, self.ctx.peers.keys() | {me}) == me:
             return True
         holder, left = await self.ctx.store.lease_holder(self.owner.uid)
         now = time.monotonic()
