@@ -1,6 +1,8 @@
 """Profile the operator's hot path with py-spy while it runs a fan-out DAG.
 
-python -m bench.profile [JOBS]    -> bench/results/profile.txt (top frames)
+python -m bench.profile [JOBS] [fan-out|layers]   -> bench/results/profile.txt
+
+``layers`` is the throughput scenario's shape (layers of 200 jobs).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.dags import fan_out, spec
+from bench.dags import fan_out, spec, wide_layers
 from bench.rig import rig
 from bench.scenarios import create_dag
 from bench.watcher import pod_times, wait_count
@@ -41,7 +43,13 @@ def summarize(raw: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-async def main(jobs: int) -> None:
+async def main(jobs: int, shape: str) -> None:
+    dag = (
+        [job for layer in wide_layers(200, max(jobs // 200, 1)) for job in layer]
+        if shape == "layers"
+        else fan_out(jobs)
+    )
+    jobs = len(dag)
     async with rig() as r:
         await r.nodes(50)
         await r.pool(max_concurrency=20)
@@ -69,7 +77,7 @@ async def main(jobs: int) -> None:
         )
         async with pod_times(r.core, namespace) as times:
             started = time.monotonic()
-            await create_dag(r, namespace, "p", spec(fan_out(jobs), "10ms", parallelism=jobs))
+            await create_dag(r, namespace, "p", spec(dag, "10ms", parallelism=jobs))
             await wait_count(times, "p-", jobs, 900)
             print(f"{jobs} jobs in {time.monotonic() - started:.1f} s")
         spy.send_signal(2)
@@ -80,4 +88,9 @@ async def main(jobs: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    asyncio.run(
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 1000,
+            sys.argv[2] if len(sys.argv) > 2 else "fan-out",
+        )
+    )

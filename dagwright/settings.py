@@ -38,6 +38,14 @@ class OperatorSettings(BaseSettings):
     status_interval_seconds: float = Field(
         1.0, ge=0.0, description="Least time between status patches."
     )
+    # A status patch makes the API server decode, validate, diff (managedFields)
+    # and re-encode the whole object, spec included: about 0.5 ms of its CPU
+    # per job per patch (measured: 0.45 s at 1,000 jobs, 1.0 s at 2,000). So a
+    # DAG of N jobs patches at most every max(1, N / this) status intervals:
+    # with 200, one big DAG's patches cost about a tenth of an API server core.
+    status_interval_jobs: int = Field(
+        200, ge=1, description="DAG size beyond which status patches slow down in proportion."
+    )
     # Most API requests (pod creates and deletes, patches) in flight at once.
     # The Python client has no QPS limiter: this is the throttle.
     kube_concurrency: int = Field(32, ge=1, le=1000)

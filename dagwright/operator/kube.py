@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from kubernetes_asyncio import client, config
@@ -59,9 +59,14 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self._limit = asyncio.Semaphore(concurrency)
 
-    async def create_pod(self, manifest: dict[str, Any]) -> bool:
-        """Create; True if created, False if it already existed (adopted)."""
+    async def create_pod(
+        self, manifest: dict[str, Any], unless: Callable[[], bool] = lambda: False
+    ) -> bool | None:
+        """Create; True if created, False if it already existed (adopted),
+        None if ``unless()`` said no when the request was about to go out."""
         async with self._limit:
+            if unless():
+                return None
             try:
                 await _send(
                     self.core.create_namespaced_pod(

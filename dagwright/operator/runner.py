@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -21,7 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from dagwright.core.graph import Dag, InvalidDag, build_dag
+from dagwright.core.graph import Dag, InvalidDag, Job, build_dag
 from dagwright.core.ownership import preferred_owner
 from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
 from dagwright.core.rebuild import rebuild
@@ -61,6 +62,10 @@ class NodeInfo:
 # A node missing from the watch this long is taken as deleted (confirmed gone).
 # Less would mistake a node the watch has not shown yet for a dead one.
 NODE_GONE_AFTER_SECONDS = 5.0
+
+
+# Passes are spaced by their compute time, up to this.
+MAX_PASS_SPACING = 0.5
 
 
 class ClusterView:
@@ -221,6 +226,14 @@ class ExecutionRunner:
         self.admitted: dict[str, Slot] = {}  # granted a slot, pod not yet created
         self.holding: dict[str, Slot] = {}  # job -> the slot it holds
         self.needs_pools = False
+        # Pod creates run beside the passes, not inside them: a pass that
+        # waited for its creates kept jobs readied meanwhile waiting for the
+        # next pass (seconds, with hundreds of creates queued on the API server).
+        self.creating: dict[str, asyncio.Task[None]] = {}  # pod name -> its create
+        # A pass reads every job (O(jobs) of CPU): the next one waits at least
+        # as long as the last one computed, so a big DAG's runner takes at most
+        # about half the process and handles the events of that wait together.
+        self.computed = 0.0  # seconds the last pass spent computing
         self.unschedulable = ""  # why wanted jobs cannot get a slot, if no pool can take them
 
     # --- ownership -------------------------------------------------------
@@ -318,6 +331,9 @@ class ExecutionRunner:
             and int(recorded) > self.epoch
         )
 
+    def _lease_lost(self) -> bool:
+        return not self._lease_valid()
+
     def _lease_valid(self) -> bool:
         # Keep a margin so no side effect lands after another instance could take over.
         return time.monotonic() < self.lease_deadline - min(
@@ -340,6 +356,7 @@ class ExecutionRunner:
                     await self._sleep(renew_every, stopped)
                     continue
                 wait = renew_every
+                await asyncio.sleep(min(self.computed, MAX_PASS_SPACING))
                 # Cleared before reading state: a wake-up that arrives while we
                 # work is kept for the sleep below, never lost.
                 self.wakeup.clear()
@@ -368,6 +385,8 @@ class ExecutionRunner:
                     self.states = None
                 await self._sleep(wait, stopped)
         finally:
+            for task in list(self.creating.values()):
+                task.cancel()
             self.ctx.wakeups.pop(self.key, None)
             self.ctx.owned.discard(self.key)
             self.ctx.waiting.discard(self.key)
@@ -408,6 +427,7 @@ class ExecutionRunner:
             return True, None
         spec = self.spec
         assert spec is not None
+        computing = time.perf_counter()
         health = self.view.node_health()
         pods: dict[tuple[str, int], PodObservation] = {}
         for pod in self.pods():
@@ -435,9 +455,12 @@ class ExecutionRunner:
             heartbeat_timeout=self.ctx.settings.job_heartbeat_timeout_seconds,
         )
         plan = reconcile(snap)
+        self.computed = time.perf_counter() - computing
         if plan.wants:
             if await self._admit(dag, plan, pools):
+                computing = time.perf_counter()
                 plan = reconcile(replace(snap, admitted=self.admitted))
+                self.computed += time.perf_counter() - computing
             if plan.wants:
                 self.ctx.waiting.add(self.key)
         if not plan.wants:
@@ -508,46 +531,12 @@ class ExecutionRunner:
     async def _act(self, dag: Dag, plan: Plan) -> None:
         assert self.epoch is not None
         pools = {p.name: p for p in self.view.pools()}
-        creates = []
+        starts = []
         deletes = []
         for action in plan.actions:
             if isinstance(action, StartPod):
-                job = dag.jobs[action.job]
                 self.admitted.pop(action.job, None)
-                pool = (
-                    pools.get(action.pool)
-                    if action.pool
-                    else choose_pool(job.requires, pools.values())
-                )
-                placement = (
-                    Placement(
-                        pool=pool.name,
-                        node_selector=tuple(sorted(pool.spec.node_selector.items())),
-                        tolerations=tuple(pool.spec.tolerations),
-                        resources=pool.spec.resources.model_dump(exclude_defaults=True)
-                        if pool.spec.resources
-                        else None,
-                    )
-                    if pool
-                    else Placement()
-                )
-                priority_class = (
-                    f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None
-                )
-                placement = replace(placement, avoid=action.avoid, node=action.node)
-                checkpoint = await self.ctx.store.checkpoint(self.owner.uid, job.name)
-                manifest = build_pod(
-                    self.owner,
-                    job,
-                    action.attempt,
-                    self.epoch,
-                    placement,
-                    priority_class,
-                    checkpoint,
-                    runtime_redis_url=self.ctx.settings.job_redis_url,
-                    runtime_image=self.ctx.settings.worker_image,
-                )
-                creates.append(self._create(manifest, plan.jobs[action.job]))
+                starts.append(action)
             elif isinstance(action, DeletePod):
                 name = pod_name(self.owner.name, action.job, action.attempt)
                 deletes.append(
@@ -568,9 +557,68 @@ class ExecutionRunner:
         # replaces was (force-)deleted, even as seen by a watcher.
         if deletes:
             await asyncio.gather(*deletes)
-        if creates:
-            await asyncio.gather(*creates)
+        for action in starts:
+            name = pod_name(self.owner.name, action.job, action.attempt)
+            if name in self.creating:
+                continue  # still being created: a second POST would only get a 409
+            task = asyncio.create_task(
+                self._start(dag.jobs[action.job], action, pools, self.epoch, plan.jobs[action.job])
+            )
+            self.creating[name] = task
+            task.add_done_callback(partial(self._created, name))
+
+    def _created(self, name: str, _: asyncio.Task[None]) -> None:
+        self.creating.pop(name, None)
+
+    def _placement(self, job: Job, action: StartPod, pools: Mapping[str, Pool]) -> Placement:
+        pool = pools.get(action.pool) if action.pool else choose_pool(job.requires, pools.values())
+        if pool is None:
+            return Placement(avoid=action.avoid, node=action.node)
+        return Placement(
+            pool=pool.name,
+            node_selector=tuple(sorted(pool.spec.node_selector.items())),
+            tolerations=tuple(pool.spec.tolerations),
+            resources=pool.spec.resources.model_dump(exclude_defaults=True)
+            if pool.spec.resources
+            else None,
+            avoid=action.avoid,
+            node=action.node,
+        )
+
+    async def _start(
+        self,
+        job: Job,
+        action: StartPod,
+        pools: Mapping[str, Pool],
+        epoch: int,
+        state: JobState,
+    ) -> None:
+        """Create one attempt's pod. Failures are logged, not raised: the job
+        stays STARTING and the core re-creates its pod when the watch has not
+        shown it after a while (RECREATE_AFTER_SECONDS)."""
+        name = pod_name(self.owner.name, job.name, action.attempt)
+        try:
+            checkpoint = await self.ctx.store.checkpoint(self.owner.uid, job.name)
+            manifest = build_pod(
+                self.owner,
+                job,
+                action.attempt,
+                epoch,
+                self._placement(job, action, pools),
+                f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None,
+                checkpoint,
+                runtime_redis_url=self.ctx.settings.job_redis_url,
+                runtime_image=self.ctx.settings.worker_image,
+            )
+            await self._create(manifest, state)
+        except ApiException as exc:
+            log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc.reason)
+        except (OSError, RedisError) as exc:
+            log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc)
+        else:
             failpoint(self.ctx.settings, "after-create")
+        finally:
+            self.wakeup.set()  # so the next pass sees the create's outcome
 
     async def _admit(self, dag: Dag, plan: Plan, pools: list[Pool]) -> bool:
         """Ask the pools' queues for slots for the wanted jobs; True if any granted.
@@ -652,11 +700,12 @@ class ExecutionRunner:
         self.holding = holding
 
     async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
-        if not self._lease_valid():
-            # Checked per pod: a process paused mid-pass must not create on waking.
-            return  # the next owner (or our next term) recreates it from the state
         try:
-            created = await self.ctx.kube.create_pod(manifest)
+            # The lease is checked per pod, when the request is about to go out
+            # (after waiting for a free connection): a process paused meanwhile
+            # must not create on waking. The next owner (or our next term)
+            # recreates the pod from the persisted state.
+            created = await self.ctx.kube.create_pod(manifest, unless=self._lease_lost)
         except ApiException as exc:
             if exc.status in (400, 403, 422):
                 # Refused for good until someone fixes RBAC, quotas or the spec:
@@ -685,14 +734,18 @@ class ExecutionRunner:
         """Patch the status if its summary changed; at most one patch per
         interval unless the phase changed. Returns when to try again if a
         change was held back."""
+        phase_changed = self.last_status is None or plan.phase.value != self.last_status.get(
+            "phase"
+        )
+        since = time.monotonic() - self.last_status_at
+        s = self.ctx.settings
+        interval = s.status_interval_seconds * max(1.0, len(dag.jobs) / s.status_interval_jobs)
+        if not phase_changed and since < interval:
+            # Summarized (O(jobs)) only when it may go out: passes come far more often.
+            return now + (interval - since)
         status = self.summary(dag, plan, now)
         if status == self.last_status:
             return None
-        phase_changed = self.last_status is None or status["phase"] != self.last_status.get("phase")
-        since = time.monotonic() - self.last_status_at
-        interval = self.ctx.settings.status_interval_seconds
-        if not phase_changed and since < interval:
-            return now + (interval - since)
         await self.ctx.kube.patch_execution_status(self.owner.namespace, self.owner.name, status)
         self.last_status, self.last_status_at = status, time.monotonic()
         return None
