@@ -8,6 +8,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,8 +16,11 @@ import httpx
 from bench.dags import SIM, chains, fan_out, spec, wide_layers
 from bench.rig import POOL_LABEL, Rig, peak_rss_bytes, rig
 from bench.watcher import pod_times, wait_count
+from dagwright.core.graph import build_dag
+from dagwright.core.spec import DAGExecutionSpec
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.processes import Process, free_port
+from dagwright.operator.pods import MANAGED_BY, Owner, Placement, build_pod
 
 
 def pct(values: list[float], q: float) -> float:
@@ -62,6 +66,7 @@ async def wait_phase(r: Rig, namespace: str, name: str, timeout: float) -> float
 
 
 def plain_pod(namespace: str, name: str, duration: str) -> dict[str, Any]:
+    """The least pod that runs on the rig: what an empty client would create."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -74,24 +79,59 @@ def plain_pod(namespace: str, name: str, duration: str) -> dict[str, Any]:
     }
 
 
+async def same_pods(
+    r: Rig, namespace: str, layers: list[list[dict[str, Any]]], duration: str, nodes: int
+) -> Callable[[str], dict[str, Any]]:
+    """The pods dagwright would create for these jobs (same fields, same size),
+    owned by a ConfigMap and labelled so the operator does not watch them."""
+    owner_map = await r.core.create_namespaced_config_map(namespace, {"metadata": {"name": "base"}})
+    owner = Owner(
+        name="base",
+        namespace=namespace,
+        uid=owner_map.metadata.uid,
+        api_version="v1",
+        kind="ConfigMap",
+    )
+    body = spec([job for layer in layers for job in layer], duration, parallelism=1)
+    dag = build_dag(DAGExecutionSpec.model_validate(body), {"cpu"})
+    index = {job["name"]: i for layer in layers for i, job in enumerate(layer)}
+
+    def manifest(job: str) -> dict[str, Any]:
+        placement = Placement(
+            pool="bench",
+            node_selector=tuple(POOL_LABEL.items()),
+            node=f"bench-{index[job] % nodes:03d}",  # dagwright pins a job to its slot's node
+        )
+        pod = build_pod(owner, dag.jobs[job], 1, 1, placement)
+        pod["metadata"]["labels"][MANAGED_BY] = "bench-baseline"
+        return pod
+
+    return manifest
+
+
 # 1 + 2: dispatch throughput and scheduling latency ------------------------------------
 
 
 async def baseline_layers(
-    r: Rig, namespace: str, layers: list[list[dict[str, Any]]], duration: str
+    r: Rig,
+    namespace: str,
+    layers: list[list[dict[str, Any]]],
+    duration: str,
+    manifest: Callable[[str], dict[str, Any]] | None = None,
 ) -> float:
     """The rig's ceiling: a plain client creates each layer's pods (32 in
     flight, as the operator), waits until all succeeded, then the next layer."""
     limit = asyncio.Semaphore(32)
 
-    async def create(name: str) -> None:
+    async def create(job: str) -> None:
+        pod = manifest(job) if manifest else plain_pod(namespace, f"base-{job}", duration)
         async with limit:
-            await r.core.create_namespaced_pod(namespace, plain_pod(namespace, name, duration))
+            await r.core.create_namespaced_pod(namespace, pod)
 
     async with pod_times(r.core, namespace) as times:
         started = time.monotonic()
         for i, layer in enumerate(layers):
-            await asyncio.gather(*(create(f"base-{job['name']}") for job in layer))
+            await asyncio.gather(*(create(job["name"]) for job in layer))
             await wait_count(times, "base-", sum(len(x) for x in layers[: i + 1]), 600)
         return time.monotonic() - started
 
@@ -125,18 +165,27 @@ async def throughput(width: int = 200, depth: int = 10, nodes: int = 50) -> dict
         await r.pool(max_concurrency=20)
         r.start_operator()
         await r.wait_operators(1)
+        # Baselines before and after dagwright (the machine is shared and noisy).
+        namespace = await r.namespace("baseline")
+        same = await same_pods(r, namespace, layers, duration, nodes)
         writes_0 = r.apiserver_writes()
-        base = await baseline_layers(r, await r.namespace("baseline"), layers, duration)
+        base = await baseline_layers(r, namespace, layers, duration, same)
         writes_1 = r.apiserver_writes()
         dw, latencies = await dagwright_layers(r, await r.namespace("dagwright"), layers, duration)
         writes_2 = r.apiserver_writes()
-        base2 = await baseline_layers(r, await r.namespace("baseline-2"), layers, duration)
+        namespace = await r.namespace("baseline-2")
+        same = await same_pods(r, namespace, layers, duration, nodes)
+        base2 = await baseline_layers(r, namespace, layers, duration, same)
+        # For scale: the same client with the least pods that run (what pod content costs).
+        minimal = await baseline_layers(r, await r.namespace("minimal"), layers, duration)
     baseline = statistics.mean([base, base2])
     return {
         "jobs": total,
         "nodes": nodes,
         "shape": f"{depth} layers x {width}",
         "baseline_seconds": [round(base, 2), round(base2, 2)],
+        "minimal_pods_seconds": round(minimal, 2),
+        "minimal_pods_jobs_per_second": round(total / minimal, 1),
         "dagwright_seconds": round(dw, 2),
         "baseline_jobs_per_second": round(total / baseline, 1),
         "dagwright_jobs_per_second": round(total / dw, 1),

@@ -107,7 +107,8 @@ class Plan:
 
 
 def reconcile(snap: Snapshot) -> Plan:
-    plan = Plan(jobs={name: snap.jobs.get(name, JobState()) for name in snap.dag.jobs})
+    fresh = JobState()  # one default, not one per job and pass (frozen: shareable)
+    plan = Plan(jobs={name: snap.jobs.get(name, fresh) for name in snap.dag.jobs})
     for job in snap.dag.jobs.values():
         _observe(snap, plan, job)
     _apply_shutdown(snap, plan)

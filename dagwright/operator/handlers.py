@@ -22,11 +22,11 @@ from redis.exceptions import RedisError
 
 from dagwright.core.placement import Pool
 from dagwright.core.spec import WorkerPoolSpec
-from dagwright.core.state import PodObservation
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator import metrics
+from dagwright.operator.informer import PodInformer
 from dagwright.operator.kube import Kube, new_api_client
-from dagwright.operator.pods import EXECUTION_LABEL, MANAGED_SELECTOR, POOL_LABEL, observe
+from dagwright.operator.pods import POD_SELECTOR
 from dagwright.operator.pools import PoolController, pool_spec
 from dagwright.operator.runner import ClusterView, Context, ExecutionRunner, NodeInfo
 from dagwright.settings import OperatorSettings
@@ -63,11 +63,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = GenerationEssence(
         prefix=GROUP, key="last-handled-configuration"
     )
-    # Only our pods, filtered by the API server: other workloads' pods never
-    # reach this process (kopf's `labels=` filters on the handlers are client-side).
-    settings.watching.label_selectors["", "v1", "pods"] = ",".join(
-        f"{k}={v}" for k, v in MANAGED_SELECTOR.items()
-    )
     # kopf would post its own log lines as Events on every object; keep Events for job transitions.
     settings.posting.level = logging.ERROR
     # kopf runs plain `def` handlers in a thread pool; ours are all `async def`
@@ -85,6 +80,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     api = await new_api_client()
     redis = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
     kube = Kube(api, concurrency=config.kube_concurrency)
+    # Our pods, filtered by the API server: other workloads' pods never reach this process.
+    pods = PodInformer(kube.core, POD_SELECTOR, changed=lambda key: memo.ctx.wake(*key))
     # A slot outlives a crashed owner by a few leases, then frees itself.
     hold = 3 * config.lease_seconds
     memo.ctx = Context(
@@ -92,13 +89,15 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         kube=kube,
         store=Store(redis),
         slots=Slots(redis, hold_seconds=hold, stale_seconds=hold),
-        view=ClusterView(),
+        view=ClusterView(running=pods.running_by_pool),
+        pods=pods,
         priority_classes=config.priority_classes and await kube.ensure_priority_classes(),
     )
     memo.pools = PoolController(memo.ctx)
     with contextlib.suppress(RedisError):
         await _beat_once(memo.ctx)  # peers known before the first execution is considered
     memo.tasks = [
+        asyncio.create_task(pods.run()),
         asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis)),
         asyncio.create_task(_heartbeat(memo.ctx)),
     ]
@@ -178,7 +177,7 @@ async def pool_status(
 ) -> None:
     """Status, desired nodes and scaling of one WorkerPool."""
     ctx: Context = memo.ctx
-    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"], kwargs["pods_by_pool"])
+    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"])
     parsed = pool_spec(dict(spec))
     if parsed is not None:
         await memo.pools.reconcile(name, uid, parsed, dict(status))
@@ -210,36 +209,10 @@ async def node_changed(memo: Any, name: str, body: kopf.Body, type: str, **_: An
     seen[name] = ready
 
 
-@kopf.index("", "v1", "pods", labels=MANAGED_SELECTOR)
-async def pods_by_execution(
-    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[tuple[str, str], PodObservation] | None:
-    execution = labels.get(EXECUTION_LABEL)
-    seen = observe(dict(body))
-    return {(namespace or "", execution): seen} if execution and seen else None
-
-
-@kopf.index("", "v1", "pods", labels=MANAGED_SELECTOR)
-async def pods_by_pool(
-    name: str, body: kopf.Body, labels: kopf.Labels, **_: Any
-) -> dict[str, str] | None:
-    """Pods occupying a pool: not yet finished."""
-    pool = labels.get(POOL_LABEL)
-    phase = (body.get("status") or {}).get("phase")
-    return {pool: name} if pool and phase not in ("Succeeded", "Failed") else None
-
-
 @kopf.on.event(GROUP, VERSION, "workerpools")
 async def pool_changed(memo: Any, **_: Any) -> None:
     """A pool created or changed may take the jobs waiting for one."""
     memo.ctx.wake_waiting()
-
-
-@kopf.on.event("", "v1", "pods", labels=MANAGED_SELECTOR)
-async def pod_changed(memo: Any, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    execution = labels.get(EXECUTION_LABEL)
-    if execution and namespace:
-        memo.ctx.wake(namespace, execution)
 
 
 @kopf.on.event(GROUP, VERSION, "dagexecutions")
@@ -263,10 +236,10 @@ async def run_execution(
     ctx: Context = memo.ctx
     # kopf passes each index as a keyword named after its function; they are
     # live views, so binding them once serves every runner.
-    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"], kwargs["pods_by_pool"])
-    pods_index: kopf.Index[tuple[str, str], PodObservation] = kwargs["pods_by_execution"]
+    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"])
     key = (namespace or "", name)
-    runner = ExecutionRunner(ctx, body, pods=lambda: list(pods_index.get(key, [])))
+    await ctx.pods.synced.wait()  # no pass before every existing pod is known
+    runner = ExecutionRunner(ctx, body, pods=lambda: ctx.pods.pods_of(key))
     await runner.run(stopped)
     if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
         await ctx.store.delete(uid)

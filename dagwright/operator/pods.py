@@ -19,6 +19,7 @@ ATTEMPT_LABEL = "dagwright.io/attempt"
 EPOCH_LABEL = "dagwright.io/epoch"
 POOL_LABEL = "dagwright.io/pool"
 MANAGED_SELECTOR = {MANAGED_BY: "dagwright"}
+POD_SELECTOR = f"{MANAGED_BY}=dagwright"  # the same, as a label selector
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,9 @@ def build_pod(
         "name": "job",
         "image": job.image,
         "env": env,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        # runAsNonRoot and seccompProfile are set once, for the pod: every
+        # byte of a pod is re-encoded on each of its ~20 watch deliveries.
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     if runtime_image and repository(job.image) == repository(runtime_image):
         # The worker image's entrypoint is the job runtime; a `command` would
@@ -163,8 +161,7 @@ def build_pod(
             "name": pod_name(owner.name, job.name, attempt),
             "namespace": owner.namespace,
             "labels": labels,
-            # User annotations first: ours must not be overridable.
-            "annotations": {**job.annotations, "dagwright.io/execution-uid": owner.uid},
+            "annotations": dict(job.annotations),
             "ownerReferences": [
                 {
                     "apiVersion": owner.api_version,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -31,6 +31,7 @@ from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
+from dagwright.operator.informer import PodInformer
 from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube, error_message
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
@@ -72,19 +73,16 @@ class ClusterView:
     """What the watches show of pools, nodes and running pods: kopf indexes,
     live objects bound once by the first daemon (handlers receive them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, running: Mapping[str, Collection[Any]]) -> None:
         self._pools: Mapping[Any, Iterable[Pool]] = {}
         self._nodes: Mapping[Any, Iterable[NodeInfo]] = {}
-        self._running: Mapping[str, Iterable[str]] = {}
+        self._running = running  # pool -> its unfinished pods (the pod informer's)
         self._missing_since: dict[str, float] = {}
 
     def bind(
-        self,
-        pools: Mapping[Any, Iterable[Pool]],
-        nodes: Mapping[Any, Iterable[NodeInfo]],
-        running: Mapping[str, Iterable[str]],
+        self, pools: Mapping[Any, Iterable[Pool]], nodes: Mapping[Any, Iterable[NodeInfo]]
     ) -> None:
-        self._pools, self._nodes, self._running = pools, nodes, running
+        self._pools, self._nodes = pools, nodes
 
     def pools(self) -> list[Pool]:
         return [pool for values in self._pools.values() for pool in values]
@@ -115,7 +113,7 @@ class ClusterView:
         return health
 
     def running(self, pool: str) -> int:
-        return len(list(self._running.get(pool, [])))
+        return len(self._running.get(pool, ()))
 
     def members(self, pool: Pool) -> list[str]:
         """The pool's schedulable nodes, by name."""
@@ -143,6 +141,7 @@ class Context:
     store: Store
     slots: Slots
     view: ClusterView
+    pods: PodInformer
     priority_classes: bool = False
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     # Runners waiting for a pool slot, woken when any slot is released.
