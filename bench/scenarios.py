@@ -233,12 +233,11 @@ async def scale_one(shape: str, size: int, nodes: int = 50) -> dict[str, Any]:
         }
 
 
-async def scale(
-    sizes: list[int], shapes: tuple[str, ...] = ("fan-out", "chains")
-) -> dict[str, Any]:
+async def scale(sizes: dict[str, list[int]]) -> dict[str, Any]:
+    """``sizes``: shape -> the DAG sizes to run."""
     runs = []
-    for shape in shapes:
-        for size in sizes:
+    for shape, shape_sizes in sizes.items():
+        for size in shape_sizes:
             result = await scale_one(shape, size)
             print(f"  scale {shape} {size}: {result}", flush=True)
             runs.append(result)

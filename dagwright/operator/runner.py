@@ -556,12 +556,26 @@ class ExecutionRunner:
         # replaces was (force-)deleted, even as seen by a watcher.
         if deletes:
             await asyncio.gather(*deletes)
+        starts = [
+            a
+            for a in starts
+            # Still being created: a second POST would only get a 409.
+            if pod_name(self.owner.name, a.job, a.attempt) not in self.creating
+        ]
+        # One round trip for all, here: a read per create task would open a
+        # Redis connection per pod being created (a thousand on a wide layer).
+        checkpoints = await self.ctx.store.checkpoints(self.owner.uid, [a.job for a in starts])
         for action in starts:
             name = pod_name(self.owner.name, action.job, action.attempt)
-            if name in self.creating:
-                continue  # still being created: a second POST would only get a 409
             task = asyncio.create_task(
-                self._start(dag.jobs[action.job], action, pools, self.epoch, plan.jobs[action.job])
+                self._start(
+                    dag.jobs[action.job],
+                    action,
+                    pools,
+                    self.epoch,
+                    plan.jobs[action.job],
+                    checkpoints.get(action.job),
+                )
             )
             self.creating[name] = task
             task.add_done_callback(partial(self._created, name))
@@ -591,13 +605,13 @@ class ExecutionRunner:
         pools: Mapping[str, Pool],
         epoch: int,
         state: JobState,
+        checkpoint: Mapping[str, Any] | None,
     ) -> None:
         """Create one attempt's pod. Failures are logged, not raised: the job
         stays STARTING and the core re-creates its pod when the watch has not
         shown it after a while (RECREATE_AFTER_SECONDS)."""
         name = pod_name(self.owner.name, job.name, action.attempt)
         try:
-            checkpoint = await self.ctx.store.checkpoint(self.owner.uid, job.name)
             manifest = build_pod(
                 self.owner,
                 job,
@@ -612,7 +626,7 @@ class ExecutionRunner:
             await self._create(manifest, state)
         except ApiException as exc:
             log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc.reason)
-        except (OSError, RedisError) as exc:
+        except OSError as exc:
             log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc)
         else:
             failpoint(self.ctx.settings, "after-create")

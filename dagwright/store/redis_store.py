@@ -193,9 +193,12 @@ class Store:
             ex=CHECKPOINT_TTL_SECONDS,
         )
 
-    async def checkpoint(self, uid: str, job: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(keys.checkpoint(uid, job))
-        return cast(dict[str, Any], json.loads(raw)) if raw else None
+    async def checkpoints(self, uid: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
+        """The latest checkpoint of each of ``jobs`` that has one (one MGET)."""
+        if not jobs:
+            return {}
+        values = await self.redis.mget([keys.checkpoint(uid, job) for job in jobs])
+        return {job: json.loads(v) for job, v in zip(jobs, values, strict=True) if v}
 
     async def job_heartbeat(
         self, uid: str, job: str, attempt: int, ttl_seconds: float, **details: Any
