@@ -33,13 +33,9 @@ def plot_throughput(result: dict[str, Any]) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.bar(
-        ["plain client,\nleast pods", "baseline: plain client,\ndagwright's pods", "dagwright"],
-        [
-            result["minimal_pods_jobs_per_second"],
-            result["baseline_jobs_per_second"],
-            result["dagwright_jobs_per_second"],
-        ],
-        color=["#cccccc", "#999999", "#2b6cb0"],
+        ["baseline: plain client,\ndagwright's pods", "dagwright"],
+        [result["baseline_jobs_per_second"], result["dagwright_jobs_per_second"]],
+        color=["#999999", "#2b6cb0"],
     )
     left.set_ylabel("jobs per second")
     left.set_title(f"{result['jobs']} jobs, {result['shape']}, {result['nodes']} nodes")
@@ -92,11 +88,6 @@ async def main(
                 (
                     "baseline (plain client, dagwright's pods, layer by layer)",
                     f"{result['baseline_jobs_per_second']} jobs/s {result['baseline_seconds']} s",
-                ),
-                (
-                    "the same client with the least pods that run",
-                    f"{result['minimal_pods_jobs_per_second']} jobs/s "
-                    f"({result['minimal_pods_seconds']} s)",
                 ),
                 (
                     "dagwright",

@@ -65,20 +65,6 @@ async def wait_phase(r: Rig, namespace: str, name: str, timeout: float) -> float
         await asyncio.sleep(0.1)
 
 
-def plain_pod(namespace: str, name: str, duration: str) -> dict[str, Any]:
-    """The least pod that runs on the rig: what an empty client would create."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": {SIM: duration}},
-        "spec": {
-            "restartPolicy": "Never",
-            "nodeSelector": POOL_LABEL,
-            "containers": [{"name": "job", "image": "registry.example/bench:1"}],
-        },
-    }
-
-
 async def same_pods(
     r: Rig, namespace: str, layers: list[list[dict[str, Any]]], duration: str, nodes: int
 ) -> Callable[[str], dict[str, Any]]:
@@ -116,17 +102,15 @@ async def baseline_layers(
     r: Rig,
     namespace: str,
     layers: list[list[dict[str, Any]]],
-    duration: str,
-    manifest: Callable[[str], dict[str, Any]] | None = None,
+    manifest: Callable[[str], dict[str, Any]],
 ) -> float:
     """The rig's ceiling: a plain client creates each layer's pods (32 in
     flight, as the operator), waits until all succeeded, then the next layer."""
     limit = asyncio.Semaphore(32)
 
     async def create(job: str) -> None:
-        pod = manifest(job) if manifest else plain_pod(namespace, f"base-{job}", duration)
         async with limit:
-            await r.core.create_namespaced_pod(namespace, pod)
+            await r.core.create_namespaced_pod(namespace, manifest(job))
 
     async with pod_times(r.core, namespace) as times:
         started = time.monotonic()
@@ -169,23 +153,19 @@ async def throughput(width: int = 200, depth: int = 10, nodes: int = 50) -> dict
         namespace = await r.namespace("baseline")
         same = await same_pods(r, namespace, layers, duration, nodes)
         writes_0 = r.apiserver_writes()
-        base = await baseline_layers(r, namespace, layers, duration, same)
+        base = await baseline_layers(r, namespace, layers, same)
         writes_1 = r.apiserver_writes()
         dw, latencies = await dagwright_layers(r, await r.namespace("dagwright"), layers, duration)
         writes_2 = r.apiserver_writes()
         namespace = await r.namespace("baseline-2")
         same = await same_pods(r, namespace, layers, duration, nodes)
-        base2 = await baseline_layers(r, namespace, layers, duration, same)
-        # For scale: the same client with the least pods that run (what pod content costs).
-        minimal = await baseline_layers(r, await r.namespace("minimal"), layers, duration)
+        base2 = await baseline_layers(r, namespace, layers, same)
     baseline = statistics.mean([base, base2])
     return {
         "jobs": total,
         "nodes": nodes,
         "shape": f"{depth} layers x {width}",
         "baseline_seconds": [round(base, 2), round(base2, 2)],
-        "minimal_pods_seconds": round(minimal, 2),
-        "minimal_pods_jobs_per_second": round(total / minimal, 1),
         "dagwright_seconds": round(dw, 2),
         "baseline_jobs_per_second": round(total / baseline, 1),
         "dagwright_jobs_per_second": round(total / dw, 1),

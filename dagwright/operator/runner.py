@@ -36,7 +36,7 @@ from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube, error_message
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import FencedOut, Store
-from dagwright.store.slots import Slots, member
+from dagwright.store.slots import Slots, member, score
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,8 @@ class ExecutionRunner:
         # as long as the last one computed, so a big DAG's runner takes at most
         # about half the process and handles the events of that wait together.
         self.computed = 0.0  # seconds the last pass spent computing
+        self.queued: set[str] = set()  # wanted jobs that have their place in a pool queue
+        self.requeue_at = 0.0  # monotonic: when every wanted job asks again
         self.unschedulable = ""  # why wanted jobs cannot get a slot, if no pool can take them
 
     # --- ownership -------------------------------------------------------
@@ -641,7 +643,27 @@ class ExecutionRunner:
         # Once per pass, not per wanted job: both scan every node.
         members = {p.name: self.view.members(p) for p in pools}
         loads = {p.name: self.view.load(p) for p in pools}
-        for name in plan.wants:
+        # A refusal holds for the rest of the pass: we ask in the queue's own
+        # order (priority, ready time, member), so once a job of ours is refused
+        # in a pool, ours after it are too. Asking each anyway was a Lua call per
+        # waiting job per pass (thousands on a wide fan-out). Every job still
+        # asks once, to take its place in the queue, and all ask again once per
+        # renew period, which keeps their places from going stale.
+        now = time.time()
+        refresh = time.monotonic() >= self.requeue_at
+        if refresh:
+            self.requeue_at = time.monotonic() + self.ctx.settings.lease_seconds / 3
+        self.queued &= set(plan.wants)
+        refused: set[str] = set()
+        uid = self.owner.uid
+        order = sorted(
+            plan.wants,
+            key=lambda n: (
+                score(dag.jobs[n].priority, plan.jobs[n].ready_at or now),
+                member(uid, n),
+            ),
+        )
+        for name in order:
             job = dag.jobs[name]
             state = plan.jobs[name]
             who = member(self.owner.uid, name)
@@ -655,7 +677,9 @@ class ExecutionRunner:
                 names = ", ".join(p.name for p in candidates)
                 blocked.append(f"job {name}: WorkerPool {names} has no ready nodes")
             for i, pool in enumerate(candidates):
-                since = state.ready_at or time.time()
+                if pool.name in refused and name in self.queued and not refresh:
+                    continue
+                since = state.ready_at or now
                 nodes = [
                     (n, pool.spec.max_concurrency)
                     for n in members[pool.name]
@@ -668,6 +692,10 @@ class ExecutionRunner:
                     for other in candidates[:i]:
                         await self.ctx.slots.withdraw(other.name, who)
                     break
+                if not state.avoid:  # a job avoiding nodes may be refused for that alone
+                    refused.add(pool.name)
+            else:
+                self.queued.add(name)
         self._report_unschedulable(blocked)
         return granted
 
