@@ -60,15 +60,17 @@ def test_index_follows_pods_by_execution_and_pool() -> None:
     index = PodIndex()
     assert index.apply("ADDED", pod("a-1", "Pending")) == ("ns", "dag")
     assert index.apply("ADDED", pod("b-1", "Running", execution="other")) == ("ns", "other")
-    assert [p.job for p in index.pods_of(("ns", "dag"))] == ["a"]
+    assert [p.job for p in index.pods_of(("ns", "dag")).all.values()] == ["a"]
+    assert index.pods_of(("ns", "dag")).unfinished == {("a", 1)}
     assert len(index.running_by_pool["gpu"]) == 2
     # An event that changes nothing the core looks at wakes no runner.
     assert index.apply("MODIFIED", pod("a-1", "Pending")) is None
     assert index.apply("MODIFIED", pod("a-1", "Succeeded")) == ("ns", "dag")
-    assert index.pods_of(("ns", "dag"))[0].phase is PodPhase.SUCCEEDED
+    assert index.pods_of(("ns", "dag")).all[("a", 1)].phase is PodPhase.SUCCEEDED
+    assert index.pods_of(("ns", "dag")).unfinished == set()
     assert index.running_by_pool["gpu"] == {("ns", "b-1")}
     assert index.apply("DELETED", pod("a-1", "Succeeded")) == ("ns", "dag")
-    assert index.pods_of(("ns", "dag")) == []
+    assert index.pods_of(("ns", "dag")).all == {}
 
 
 def test_a_relist_reports_only_what_changed() -> None:
@@ -85,5 +87,5 @@ def test_a_relist_reports_only_what_changed() -> None:
         ]
     )
     assert changed == {("ns", "dag"), ("ns", "other"), ("ns", "fourth")}
-    assert index.pods_of(("ns", "other")) == []
+    assert index.pods_of(("ns", "other")).all == {}
     assert index.running_by_pool["gpu"] == {("ns", "c-1"), ("ns", "d-1")}

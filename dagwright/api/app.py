@@ -44,6 +44,7 @@ from dagwright.core.spec import DNS_LABEL, DAGExecutionSpec
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator.kube import error_message, new_api_client
 from dagwright.store.redis_store import Store
+from dagwright.store.slots import queue_key
 
 PREFIX = "/api/distributed"
 
@@ -311,7 +312,7 @@ async def _queue_stats(svc: Services) -> QueueStats:
     for pool in pools:
         st = pool.get("status") or {}
         name = pool["metadata"]["name"]
-        queued = int(await svc.redis.zcard(f"dw:q:{name}"))
+        queued = int(await svc.redis.zcard(queue_key(name)))
         rows.append(
             PoolQueue(
                 pool=name,

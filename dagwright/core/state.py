@@ -18,12 +18,11 @@ class JobPhase(StrEnum):
     SKIPPED = "Skipped"  # an upstream job failed or was cancelled
     CANCELLED = "Cancelled"
 
-    @property
-    def terminal(self) -> bool:
-        return self in _TERMINAL
+    # A plain attribute, not a property: read for every job on every pass.
+    terminal: bool
 
-
-_TERMINAL = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
+    def __init__(self, value: str) -> None:
+        self.terminal = value in ("Succeeded", "Failed", "Skipped", "Cancelled")
 
 
 class ExecutionPhase(StrEnum):
@@ -96,9 +95,10 @@ class PodPhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
-    @property
-    def terminal(self) -> bool:
-        return self in (PodPhase.SUCCEEDED, PodPhase.FAILED)
+    terminal: bool
+
+    def __init__(self, value: str) -> None:
+        self.terminal = value in ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)

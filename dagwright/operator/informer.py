@@ -31,11 +31,29 @@ PodKey = tuple[str, str]  # (namespace, pod name)
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+AttemptKey = tuple[str, int]  # (job, attempt)
+
+
+class ExecutionPods:
+    """One execution's pods: by (job, attempt), and which are not finished
+    (a pass looks closer only at those: a big DAG's finished pods are most)."""
+
+    __slots__ = ("all", "unfinished")
+
+    def __init__(self) -> None:
+        self.all: dict[AttemptKey, PodObservation] = {}
+        self.unfinished: set[AttemptKey] = set()
+
+
 class _Pod:
     __slots__ = ("execution", "pool", "seen")
 
     def __init__(self, execution: ExecutionKey, pool: str | None, seen: PodObservation):
         self.execution, self.pool, self.seen = execution, pool, seen
+
+    @property
+    def attempt(self) -> AttemptKey:
+        return (self.seen.job, self.seen.attempt)
 
 
 class PodIndex:
@@ -43,11 +61,11 @@ class PodIndex:
 
     def __init__(self) -> None:
         self._pods: dict[PodKey, _Pod] = {}
-        self.by_execution: dict[ExecutionKey, dict[PodKey, PodObservation]] = {}
+        self.by_execution: dict[ExecutionKey, ExecutionPods] = {}
         self.running_by_pool: dict[str, set[PodKey]] = {}
 
-    def pods_of(self, execution: ExecutionKey) -> list[PodObservation]:
-        return list(self.by_execution.get(execution, {}).values())
+    def pods_of(self, execution: ExecutionKey) -> ExecutionPods:
+        return self.by_execution.get(execution) or ExecutionPods()
 
     def apply(self, kind: str, pod: Mapping[str, Any]) -> ExecutionKey | None:
         """One watch event; returns the execution whose pods changed, if any."""
@@ -61,9 +79,14 @@ class PodIndex:
         labels = meta.get("labels") or {}
         entry = _Pod((key[0], execution), labels.get(POOL_LABEL), seen)
         self._pods[key] = entry
-        self.by_execution.setdefault(entry.execution, {})[key] = seen
-        if entry.pool and not seen.phase.terminal:
-            self.running_by_pool.setdefault(entry.pool, set()).add(key)
+        pods = self.by_execution.get(entry.execution)
+        if pods is None:
+            pods = self.by_execution[entry.execution] = ExecutionPods()
+        pods.all[entry.attempt] = seen
+        if not seen.phase.terminal:
+            pods.unfinished.add(entry.attempt)
+            if entry.pool:
+                self.running_by_pool.setdefault(entry.pool, set()).add(key)
         if old is not None and old.execution == entry.execution and old.seen == seen:
             return None
         return entry.execution
@@ -90,9 +113,11 @@ class PodIndex:
         if old is None:
             return None
         pods = self.by_execution.get(old.execution)
-        if pods is not None:
-            pods.pop(key, None)
-            if not pods:
+        # Only if it is this pod's entry (a stray pod could share the attempt).
+        if pods is not None and pods.all.get(old.attempt) is old.seen:
+            del pods.all[old.attempt]
+            pods.unfinished.discard(old.attempt)
+            if not pods.all:
                 del self.by_execution[old.execution]
         if old.pool:
             running = self.running_by_pool.get(old.pool)

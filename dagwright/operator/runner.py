@@ -26,12 +26,20 @@ from dagwright.core.graph import Dag, InvalidDag, Job, build_dag
 from dagwright.core.ownership import preferred_owner
 from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
 from dagwright.core.rebuild import rebuild
-from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
+from dagwright.core.reconcile import (
+    DeletePod,
+    Emit,
+    Plan,
+    Snapshot,
+    StartPod,
+    reconcile,
+    start_admitted,
+)
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
-from dagwright.operator.informer import PodInformer
+from dagwright.operator.informer import AttemptKey, ExecutionPods, PodInformer
 from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube, error_message
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
@@ -200,7 +208,7 @@ class ExecutionRunner:
         self,
         ctx: Context,
         body: kopf.Body,
-        pods: Callable[[], Iterable[PodObservation]],
+        pods: Callable[[], ExecutionPods],
     ):
         self.ctx = ctx
         self.body = body
@@ -246,6 +254,12 @@ class ExecutionRunner:
         if self.epoch is None and not await self._may_claim():
             return False
         requested = time.monotonic()
+        if self.epoch is not None and requested < self.lease_deadline - 2 * s.lease_seconds / 3:
+            # Renewed less than a third of a lease ago: passes come far more
+            # often than that, and a Redis script per pass per execution was
+            # a twentieth of the operator's CPU with 500 small DAGs. Writes
+            # stay fenced by the epoch whether or not we renew now.
+            return True
         epoch, left = await self.ctx.store.try_acquire(
             self.owner.uid, s.instance_id, s.lease_seconds
         )
@@ -430,14 +444,16 @@ class ExecutionRunner:
         assert spec is not None
         computing = time.perf_counter()
         health = self.view.node_health()
-        pods: dict[tuple[str, int], PodObservation] = {}
-        for pod in self.pods():
-            if pod.node and not pod.phase.terminal:
+        watched = self.pods()
+        pods = dict(watched.all)  # a copy: the watch goes on while we wait below
+        unfinished = list(watched.unfinished)
+        for key in unfinished:
+            pod = pods[key]
+            if pod.node:
                 lost, gone = health(pod.node)
                 if lost:
-                    pod = replace(pod, node_lost=True, node_gone=gone)
-            pods[(pod.job, pod.attempt)] = pod
-        await self._add_heartbeats(pods)
+                    pods[key] = replace(pod, node_lost=True, node_gone=gone)
+        await self._add_heartbeats(pods, unfinished)
         if self.states is None:
             self.states = await self._restore(dag, pods.values())
         now = time.time()
@@ -460,7 +476,7 @@ class ExecutionRunner:
         if plan.wants:
             if await self._admit(dag, plan, pools):
                 computing = time.perf_counter()
-                plan = reconcile(replace(snap, admitted=self.admitted))
+                plan = start_admitted(replace(snap, admitted=self.admitted), plan)
                 self.computed += time.perf_counter() - computing
             if plan.wants:
                 self.ctx.waiting.add(self.key)
@@ -502,9 +518,11 @@ class ExecutionRunner:
         wake_at = min(t for t in (plan.wake_at, retry_publish_at, float("inf")) if t is not None)
         return False, None if wake_at == float("inf") else wake_at
 
-    async def _add_heartbeats(self, pods: dict[tuple[str, int], PodObservation]) -> None:
+    async def _add_heartbeats(
+        self, pods: dict[AttemptKey, PodObservation], unfinished: Iterable[AttemptKey]
+    ) -> None:
         """Heartbeats of running attempts (one MGET), when their runtime sends them."""
-        running = [key for key, pod in pods.items() if pod.phase is PodPhase.RUNNING]
+        running = [key for key in unfinished if pods[key].phase is PodPhase.RUNNING]
         if not running:
             return
         beats = await self.ctx.store.job_heartbeats(self.owner.uid, [job for job, _ in running])
@@ -646,9 +664,9 @@ class ExecutionRunner:
         # A refusal holds for the rest of the pass: we ask in the queue's own
         # order (priority, ready time, member), so once a job of ours is refused
         # in a pool, ours after it are too. Asking each anyway was a Lua call per
-        # waiting job per pass (thousands on a wide fan-out). Every job still
-        # asks once, to take its place in the queue, and all ask again once per
-        # renew period, which keeps their places from going stale.
+        # waiting job per pass (thousands on a wide fan-out). Those behind a
+        # refusal only take their place in the queue (one pipeline), and keep
+        # it fresh once per renew period.
         now = time.time()
         refresh = time.monotonic() >= self.requeue_at
         if refresh:
@@ -663,13 +681,18 @@ class ExecutionRunner:
                 member(uid, n),
             ),
         )
+        behind: list[tuple[str, str, int, float]] = []  # (pool, member, priority, since)
+        by_requirement: dict[frozenset[str], list[Pool]] = {}
         for name in order:
             job = dag.jobs[name]
             state = plan.jobs[name]
             who = member(self.owner.uid, name)
-            candidates = sorted(
-                eligible(job.requires, pools), key=lambda p: (loads[p.name], p.name)
-            )
+            since = state.ready_at or now
+            if job.requires not in by_requirement:  # jobs share a few requirement sets
+                by_requirement[job.requires] = sorted(
+                    eligible(job.requires, pools), key=lambda p: (loads[p.name], p.name)
+                )
+            candidates = by_requirement[job.requires]
             if not candidates:
                 needs = ", ".join(sorted(job.requires)) or "no capability"
                 blocked.append(f"job {name} requires {needs}, which no WorkerPool offers now")
@@ -677,9 +700,10 @@ class ExecutionRunner:
                 names = ", ".join(p.name for p in candidates)
                 blocked.append(f"job {name}: WorkerPool {names} has no ready nodes")
             for i, pool in enumerate(candidates):
-                if pool.name in refused and name in self.queued and not refresh:
+                if pool.name in refused:
+                    if refresh or name not in self.queued:
+                        behind.append((pool.name, who, job.priority, since))
                     continue
-                since = state.ready_at or now
                 nodes = [
                     (n, pool.spec.max_concurrency)
                     for n in members[pool.name]
@@ -696,6 +720,7 @@ class ExecutionRunner:
                     refused.add(pool.name)
             else:
                 self.queued.add(name)
+        await self.ctx.slots.enqueue(behind)
         self._report_unschedulable(blocked)
         return granted
 
@@ -780,7 +805,11 @@ class ExecutionRunner:
         )
         since = time.monotonic() - self.last_status_at
         s = self.ctx.settings
-        interval = s.status_interval_seconds * max(1.0, len(dag.jobs) / s.status_interval_jobs)
+        interval = s.status_interval_seconds * max(
+            1.0,
+            len(dag.jobs) / s.status_interval_jobs,
+            len(self.ctx.owned) / s.status_interval_executions,
+        )
         if not phase_changed and since < interval:
             # Summarized (O(jobs)) only when it may go out: passes come far more often.
             return now + (interval - since)

@@ -7,13 +7,20 @@ Per pool:
                        are dropped, so a dead execution never blocks a queue);
 - ``dw:held:{pool}``   HASH: member -> "<expiry ms>|<node>" of a held slot;
                        owners renew the slots of running jobs and release
-                       finished ones.
+                       finished ones;
+- ``dw:hexp:{pool}``   ZSET: member -> expiry ms of its held slot, so lapsed
+                       slots are found without reading every held one;
+- ``dw:used:{pool}``   HASH: node -> held slots on it.
 
-A member is ``{execution uid}/{job}``. Admission is one Lua script: a job
-gets a slot only if a slot is free *and* fewer jobs are ahead of it in the
-queue than slots are free, so across executions the highest priority starts
-first, whichever instance asks first. The slot is on the least loaded node
-with a free one, so per-node ``maxConcurrency`` holds across instances too.
+A member is ``{execution uid}/{job}``. Every change to a held slot is a Lua
+script that keeps the three held structures in step, so admission costs
+O(nodes), not O(held slots): reading every held slot per admission made a
+10,000-job fan-out spend minutes of Redis CPU.
+
+A job gets a slot only if a slot is free *and* fewer jobs are ahead of it in
+the queue than slots are free, so across executions the highest priority
+starts first, whichever instance asks first. The slot is on the least loaded
+node with a free one, so per-node ``maxConcurrency`` holds across instances too.
 """
 
 from __future__ import annotations
@@ -26,12 +33,55 @@ import redis.asyncio as aioredis
 
 FREED_CHANNEL = "dw:slots-freed"
 
-# KEYS: queue, seen, held. ARGV: member, score, now_ms, hold_ms, stale_ms,
-# then (node, slots) pairs: the pool's schedulable nodes.
-# Held values are "<expiry ms>|<node>". Returns the granted node, or false.
-_ADMIT = """
+# Shared by the scripts. KEYS[3..5]: held, expiries, used counts.
+_HELD = """
+local function drop(member)
+  local value = redis.call('HGET', KEYS[3], member)
+  if not value then return nil end
+  local node = string.match(value, '|(.*)$')
+  redis.call('HDEL', KEYS[3], member)
+  redis.call('ZREM', KEYS[4], member)
+  redis.call('HINCRBY', KEYS[5], node, -1)
+  return node
+end
+local function hold(member, node, expiry)
+  local value = redis.call('HGET', KEYS[3], member)
+  if value and string.match(value, '|(.*)$') ~= node then
+    drop(member)
+    value = nil
+  end
+  if not value then
+    redis.call('HINCRBY', KEYS[5], node, 1)
+  end
+  redis.call('HSET', KEYS[3], member, expiry .. '|' .. node)
+  redis.call('ZADD', KEYS[4], expiry, member)
+end
+local function reclaim(now)
+  -- Counts kept before they existed (an upgrade): rebuild them once.
+  if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('HLEN', KEYS[3]) > 0 then
+    local held = redis.call('HGETALL', KEYS[3])
+    for i = 1, #held, 2 do
+      local expiry, node = string.match(held[i + 1], '^(%d+)|(.*)$')
+      redis.call('ZADD', KEYS[4], expiry, held[i])
+      redis.call('HINCRBY', KEYS[5], node, 1)
+    end
+  end
+  -- Slots whose owner stopped renewing them (it died with them).
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. now)) do
+    drop(member)
+  end
+end
+"""
+
+# KEYS: queue, seen, held, expiries, used. ARGV: member, score, now_ms,
+# hold_ms, stale_ms, then (node, slots) pairs: the pool's schedulable nodes.
+# Returns the granted node, or false.
+_ADMIT = (
+    _HELD
+    + """
 local member, score = ARGV[1], tonumber(ARGV[2])
-local now, hold, stale = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now, hold_ms, stale = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+reclaim(now)
 -- Asked again for a slot it holds (a retry after a crash): the same slot, if
 -- its node is still offered; a slot on a node now lost or avoided is dropped.
 local mine = redis.call('HGET', KEYS[3], member)
@@ -39,26 +89,16 @@ if mine then
   local node = string.match(mine, '|(.*)$')
   for i = 6, #ARGV, 2 do
     if ARGV[i] == node then
-      redis.call('HSET', KEYS[3], member, (now + hold) .. '|' .. node)
+      hold(member, node, now + hold_ms)
       return node
     end
   end
-  redis.call('HDEL', KEYS[3], member)
-end
-local used = {}
-local held = redis.call('HGETALL', KEYS[3])
-for i = 1, #held, 2 do
-  local expiry, node = string.match(held[i + 1], '^(%d+)|(.*)$')
-  if expiry == nil or tonumber(expiry) < now then
-    redis.call('HDEL', KEYS[3], held[i])
-  else
-    used[node] = (used[node] or 0) + 1
-  end
+  drop(member)
 end
 local free, best, best_load = 0, nil, nil
 for i = 6, #ARGV, 2 do
   local node, slots = ARGV[i], tonumber(ARGV[i + 1])
-  local n = used[node] or 0
+  local n = tonumber(redis.call('HGET', KEYS[5], node) or '0')
   if n < slots then
     free = free + slots - n
     if best_load == nil or n / slots < best_load then
@@ -84,15 +124,51 @@ local rank = redis.call('ZRANK', KEYS[1], member)
 if rank and rank < free then
   redis.call('ZREM', KEYS[1], member)
   redis.call('HDEL', KEYS[2], member)
-  redis.call('HSET', KEYS[3], member, (now + hold) .. '|' .. best)
+  hold(member, best, now + hold_ms)
   return best
 end
 return false
 """
+)
+
+# KEYS: queue, seen, held, expiries, used. ARGV: expiry ms, then (member, node)
+# pairs. Extends held slots; one that lapsed meanwhile is taken again (its job
+# is still running there).
+_RENEW = (
+    _HELD
+    + """
+for i = 2, #ARGV, 2 do
+  hold(ARGV[i], ARGV[i + 1], tonumber(ARGV[1]))
+end
+"""
+)
+
+# KEYS: queue, seen, held, expiries, used. ARGV: members.
+_RELEASE = (
+    _HELD
+    + """
+for _, member in ipairs(ARGV) do
+  drop(member)
+end
+"""
+)
+
+# KEYS: queue, seen, held, expiries, used. ARGV: now ms. Returns node, count pairs.
+_USED = (
+    _HELD
+    + """
+reclaim(tonumber(ARGV[1]))
+return redis.call('HGETALL', KEYS[5])
+"""
+)
 
 
 def _keys(pool: str) -> list[str]:
-    return [f"dw:q:{pool}", f"dw:qseen:{pool}", f"dw:held:{pool}"]
+    return [f"dw:{kind}:{pool}" for kind in ("q", "qseen", "held", "hexp", "used")]
+
+
+def queue_key(pool: str) -> str:
+    return _keys(pool)[0]
 
 
 def member(uid: str, job: str) -> str:
@@ -104,12 +180,23 @@ def score(priority: int, since: float) -> float:
     return (10 - priority) * 1e13 + since * 1000
 
 
+def _by_pool(entries: Iterable[tuple[str, ...]]) -> dict[str, list[str]]:
+    """(pool, *fields) tuples -> pool: the fields of all its entries, flat."""
+    grouped: dict[str, list[str]] = {}
+    for pool, *fields in entries:
+        grouped.setdefault(pool, []).extend(fields)
+    return grouped
+
+
 class Slots:
     def __init__(self, redis: aioredis.Redis, hold_seconds: float, stale_seconds: float):
         self.redis = redis
         self.hold_ms = int(hold_seconds * 1000)
         self.stale_ms = int(stale_seconds * 1000)
         self._admit = redis.register_script(_ADMIT)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._used = redis.register_script(_USED)
 
     async def admit(
         self, pool: str, who: str, priority: int, since: float, nodes: Sequence[tuple[str, int]]
@@ -128,9 +215,26 @@ class Slots:
         granted = await self._admit(keys=_keys(pool), args=args)
         return str(granted) if granted else None
 
+    async def enqueue(self, waiting: Iterable[tuple[str, str, int, float]]) -> None:
+        """Take or keep the queue places of (pool, member, priority, since)
+        without asking for a slot: for jobs behind one just refused, which
+        would be refused too (one pipeline instead of a script call each)."""
+        now_ms = int(time.time() * 1000)
+        places: dict[str, dict[str, float]] = {}
+        for pool, who, priority, since in waiting:
+            places.setdefault(pool, {})[who] = score(priority, since)
+        if not places:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool, scores in places.items():
+                queue, seen, *_ = _keys(pool)
+                pipe.zadd(queue, scores, nx=True)
+                pipe.hset(seen, mapping=dict.fromkeys(scores, now_ms))
+            await pipe.execute()
+
     async def withdraw(self, pool: str, who: str) -> None:
         """Leave a queue (admitted elsewhere, or no longer ready)."""
-        queue, seen, _ = _keys(pool)
+        queue, seen, *_ = _keys(pool)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(queue, who)
             pipe.hdel(seen, who)
@@ -139,31 +243,25 @@ class Slots:
     async def renew(self, held: Iterable[tuple[str, str, str]]) -> None:
         """Extend the slots of (pool, member, node) triples still running."""
         expiry = int(time.time() * 1000) + self.hold_ms
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pool, who, node in held:
-                pipe.hset(_keys(pool)[2], who, f"{expiry}|{node}")
-            await pipe.execute()
+        for pool, pairs in _by_pool(held).items():
+            await self._renew(keys=_keys(pool), args=[expiry, *pairs])
 
     async def release(self, held: Iterable[tuple[str, str]]) -> None:
-        pools = set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pool, who in held:
-                pipe.hdel(_keys(pool)[2], who)
-                pools.add(pool)
-            for pool in pools:
-                pipe.publish(FREED_CHANNEL, pool)
-            await pipe.execute()
+        """Free the slots of (pool, member) pairs and tell the waiting runners."""
+        grouped = _by_pool(held)
+        for pool, members in grouped.items():
+            await self._release(keys=_keys(pool), args=members)
+        if grouped:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pool in grouped:
+                    pipe.publish(FREED_CHANNEL, pool)
+                await pipe.execute()
 
     async def used(self, pool: str) -> dict[str, int]:
-        """Held slots per node."""
-        now_ms = int(time.time() * 1000)
-        per_node: dict[str, int] = {}
-        held = cast(dict[str, str], await self.redis.hgetall(_keys(pool)[2]))  # decode_responses
-        for value in held.values():
-            expiry, _, node = value.partition("|")
-            if int(expiry) >= now_ms:
-                per_node[node] = per_node.get(node, 0) + 1
-        return per_node
+        """Held slots per node (lapsed ones reclaimed first)."""
+        flat = cast(list[str], await self._used(keys=_keys(pool), args=[int(time.time() * 1000)]))
+        counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return {node: n for node, n in counts.items() if n > 0}
 
     async def queued(self, pool: str) -> int:
         return int(await self.redis.zcard(_keys(pool)[0]))

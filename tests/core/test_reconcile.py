@@ -14,7 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagwright.core.graph import Dag, build_dag
-from dagwright.core.reconcile import DeletePod, Emit, Plan, Snapshot, StartPod, reconcile
+from dagwright.core.reconcile import (
+    DeletePod,
+    Emit,
+    Plan,
+    Snapshot,
+    StartPod,
+    reconcile,
+    start_admitted,
+)
 from dagwright.core.spec import DAGExecutionSpec, PodGCStrategy, Shutdown
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 
@@ -334,6 +342,41 @@ def test_any_interleaving_keeps_the_invariants_and_terminates(
         if phase is ExecutionPhase.SUCCEEDED:
             assert state.phase is JobPhase.SUCCEEDED
     assert not any(p.alive for p in world.pods.values())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dags(), st.integers(min_value=1, max_value=6), st.data())
+def test_starting_newly_admitted_jobs_equals_a_full_reconcile(
+    dag: Dag, parallelism: int, data: st.DataObject
+) -> None:
+    """The shell asks the pools' queues between ``reconcile`` and
+    ``start_admitted``: the two together decide what one full pass would."""
+    world = World(dag, parallelism=parallelism)
+    for _ in range(data.draw(st.integers(min_value=0, max_value=8), label="steps")):
+        if world.step().phase.terminal:
+            break
+        for key in list(world.pods):
+            outcome = data.draw(OUTCOMES)
+            if outcome != "wait":
+                world.advance(key, outcome)
+        world.now += data.draw(st.floats(min_value=0, max_value=40), label="time passes")
+    names = sorted(dag.jobs)
+    before = data.draw(st.sets(st.sampled_from(names)), label="admitted before")
+    more = data.draw(st.sets(st.sampled_from(names)), label="admitted now")
+    slots = {name: Slot("pool", f"node-{name}") for name in before | more}
+    snap = Snapshot(
+        dag,
+        world.jobs,
+        world.pods,
+        world.now,
+        parallelism,
+        admitted={n: slots[n] for n in before},
+        suspend=data.draw(st.booleans(), label="suspend"),
+    )
+    full = replace(snap, admitted=slots)
+    expected = reconcile(full)
+    got = start_admitted(full, reconcile(snap))
+    assert got == expected
 
 
 def test_without_a_slot_ready_jobs_are_wanted_in_priority_order_not_started() -> None:
