@@ -53,9 +53,8 @@ DEMO_ARGS ?=
 demo: install
 	$(PY) -m dagwright.devcluster demo $(DEMO_ARGS)
 
-# Benchmarks (bench/): fresh local control planes, about 25 minutes on 2 cores.
-# BENCH_ARGS=--quick tries the harness in a few minutes; --large adds the
-# 10,000-job DAGs (about 15 minutes each here: the API server is the limit).
+# Benchmarks (bench/): fresh local control planes, under 30 minutes on 2 cores.
+# BENCH_ARGS=--quick tries the harness in a few minutes.
 BENCH_ARGS ?=
 bench: binaries
 	$(VENV)/bin/pip install -q -e '.[dev,bench]'

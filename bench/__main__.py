@@ -72,7 +72,7 @@ def plot_scale(result: dict[str, Any]) -> None:
 
 
 async def main(
-    only: set[str], quick: bool, large: bool, shapes: tuple[str, ...] = ("fan-out", "chains")
+    only: set[str], quick: bool, shapes: tuple[str, ...] = ("fan-out", "chains")
 ) -> None:
     started = time.monotonic()
     if {"throughput", "latency"} & only:
@@ -105,13 +105,7 @@ async def main(
             ],
         )
     if "scale" in only:
-        sizes = {
-            shape: [500, 1000]
-            if quick
-            # 10,000-job DAGs take 13-17 min each here: only with --large.
-            else [1000, 5000, *([10000] if large else [])]
-            for shape in shapes
-        }
+        sizes = {shape: [500, 1000] if quick else [1000, 5000, 10000] for shape in shapes}
         result = await scenarios.scale(sizes)
         dump(RESULTS / "scale.json", result)
         plot_scale(result)
@@ -168,10 +162,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", default="throughput,scale,failover,small")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
-    parser.add_argument(
-        "--large", action="store_true", help="also 10,000-job DAGs (13-17 min more each here)"
-    )
     parser.add_argument("--shapes", default="fan-out,chains", help="scale: DAG shapes")
     args = parser.parse_args()
     shapes = tuple(args.shapes.split(","))
-    asyncio.run(main(set(args.only.split(",")), args.quick, args.large, shapes))
+    asyncio.run(main(set(args.only.split(",")), args.quick, shapes))

@@ -19,6 +19,7 @@ from bench.watcher import pod_times, wait_count
 from dagwright.core.graph import build_dag
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.crdgen import GROUP, VERSION
+from dagwright.devcluster.cluster import ClusterSettings
 from dagwright.devcluster.processes import Process, free_port
 from dagwright.operator.pods import MANAGED_BY, Owner, Placement, build_pod
 
@@ -299,7 +300,7 @@ async def takeover(r: Rig, namespace: str, run: int, lease: float) -> float:
 
 
 async def failover(runs: int = 3, lease: float = 5.0) -> dict[str, Any]:
-    async with rig() as r:
+    async with rig(ClusterSettings()) as r:  # the test rig's fast node heartbeats
         # One node per run that can die (its own KWOK), plus healthy ones.
         names = await r.nodes(runs + 3, isolated=runs)
         await r.pool(max_concurrency=4, forceFailover=True)
