@@ -39,7 +39,7 @@ format: install
 	$(VENV)/bin/ruff check --fix dagwright tests bench
 
 typecheck: install
-	$(VENV)/bin/mypy dagwright tests
+	$(VENV)/bin/mypy dagwright tests bench
 
 unit: install
 	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)

@@ -18,8 +18,9 @@ from bench.rig import dump
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def table(title: str, rows: list[tuple[str, Any]]) -> None:
-    print(f"\n{title}")
+def table(title: str, rows: list[tuple[str, Any]], since: float) -> None:
+    """The scenario's results, and how long it took (rigs included)."""
+    print(f"\n{title} [{time.monotonic() - since:.0f} s]")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
@@ -76,6 +77,7 @@ async def main(
 ) -> None:
     started = time.monotonic()
     if {"throughput", "latency"} & only:
+        since = time.monotonic()
         width, depth = (50, 4) if quick else (200, 10)
         result = await scenarios.throughput(width=width, depth=depth)
         dump(RESULTS / "throughput.json", result)
@@ -103,8 +105,10 @@ async def main(
                     f"{lat['p50']} / {lat['p95']} / {lat['p99']}",
                 ),
             ],
+            since,
         )
     if "scale" in only:
+        since = time.monotonic()
         sizes = {shape: [500, 1000] if quick else [1000, 5000, 10000] for shape in shapes}
         result = await scenarios.scale(sizes)
         dump(RESULTS / "scale.json", result)
@@ -119,8 +123,10 @@ async def main(
                 )
                 for r in result["runs"]
             ],
+            since,
         )
     if "failover" in only:
+        since = time.monotonic()
         result = await scenarios.failover(runs=2 if quick else 3)
         dump(RESULTS / "failover.json", result)
         table(
@@ -136,8 +142,10 @@ async def main(
                     f"{result['median_takeover_seconds']} s {result['takeover_seconds']}",
                 ),
             ],
+            since,
         )
     if "small" in only:
+        since = time.monotonic()
         result = await scenarios.small_dags(count=100 if quick else 500)
         dump(RESULTS / "small.json", result)
         table(
@@ -154,6 +162,7 @@ async def main(
                     f"{result['api_latency_ms']['p50']} / {result['api_latency_ms']['p99']} ms",
                 ),
             ],
+            since,
         )
     print(f"\nbench finished in {time.monotonic() - started:.0f} s; results in {RESULTS}")
 

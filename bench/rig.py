@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import yaml
@@ -84,7 +84,7 @@ class Rig:
         await asyncio.sleep(1.0)  # each has seen the others
 
     async def namespace(self, name: str) -> str:
-        await self.core.create_namespace({"metadata": {"name": name}})
+        await self.core.create_namespace(cast(Any, {"metadata": {"name": name}}))
         while True:
             try:
                 await self.core.read_namespaced_service_account("default", name)
@@ -99,7 +99,9 @@ class Rig:
         isolated_names = names[:isolated]
         for name in names:
             tag = kwok.isolated_tag() if name in isolated_names else kwok.tag
-            await self.core.create_node(node_manifest(name, tag=tag, labels=POOL_LABEL, pods=500))
+            await self.core.create_node(
+                cast(Any, node_manifest(name, tag=tag, labels=POOL_LABEL, pods=500))
+            )
             if name in isolated_names:
                 kwok.isolate(name)
         while True:

@@ -9,13 +9,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from bench.dags import SIM, chains, fan_out, spec, wide_layers
 from bench.rig import POOL_LABEL, Rig, peak_rss_bytes, rig
-from bench.watcher import pod_times, wait_count
+from bench.watcher import execution_phases, pod_times, wait_count
 from dagwright.core.graph import build_dag
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.crdgen import GROUP, VERSION
@@ -71,7 +71,9 @@ async def same_pods(
 ) -> Callable[[str], dict[str, Any]]:
     """The pods dagwright would create for these jobs (same fields, same size),
     owned by a ConfigMap and labelled so the operator does not watch them."""
-    owner_map = await r.core.create_namespaced_config_map(namespace, {"metadata": {"name": "base"}})
+    owner_map = await r.core.create_namespaced_config_map(
+        namespace, cast(Any, {"metadata": {"name": "base"}})
+    )
     owner = Owner(
         name="base",
         namespace=namespace,
@@ -111,7 +113,7 @@ async def baseline_layers(
 
     async def create(job: str) -> None:
         async with limit:
-            await r.core.create_namespaced_pod(namespace, manifest(job))
+            await r.core.create_namespaced_pod(namespace, cast(Any, manifest(job)))
 
     async with pod_times(r.core, namespace) as times:
         started = time.monotonic()
@@ -396,19 +398,14 @@ async def small_dags(count: int = 500, size: int = 5, nodes: int = 50) -> dict[s
                         latencies.append(time.monotonic() - t)
                         response.raise_for_status()
 
-                started = time.monotonic()
-                await asyncio.gather(*(submit(i) for i in range(count)))
-                submitted = time.monotonic() - started
-                while True:
-                    listed = await r.objects.list_namespaced_custom_object(
-                        GROUP, VERSION, namespace, "dagexecutions"
-                    )
-                    done = sum(
-                        (o.get("status") or {}).get("phase") == "Succeeded" for o in listed["items"]
-                    )
-                    if done == count:
-                        break
-                    await asyncio.sleep(0.5)
+                async with execution_phases(r.objects, namespace) as phases:
+                    started = time.monotonic()
+                    await asyncio.gather(*(submit(i) for i in range(count)))
+                    submitted = time.monotonic() - started
+                    while phases.count("Succeeded") < count:
+                        if phases.count("Failed"):
+                            raise RuntimeError(f"{phases.count('Failed')} small DAGs failed")
+                        await asyncio.sleep(0.05)
                 completed = time.monotonic() - started
         finally:
             api.stop()

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.core.state import PodObservation
+from dagwright.operator.kube import raise_for_status
 from dagwright.operator.pods import EXECUTION_LABEL, POOL_LABEL, observe
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,7 @@ class PodInformer(PodIndex):
                 _preload_content=False,
             )
             async with response:
-                if response.status != 200:
-                    raise ApiException(status=response.status, reason=response.reason)
+                await raise_for_status(response)
                 body = json.loads(await response.read())
             items += body.get("items") or []
             token = (body.get("metadata") or {}).get("continue")
@@ -199,8 +199,7 @@ class PodInformer(PodIndex):
         async with response:
             if response.status == 410:
                 return None
-            if response.status != 200:
-                raise ApiException(status=response.status, reason=response.reason)
+            await raise_for_status(response)
             async for line in response.content:
                 if not line.strip():
                     continue

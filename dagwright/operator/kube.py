@@ -6,9 +6,10 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -40,21 +41,26 @@ _PROXY_VARIABLES = [
 ]
 
 
-# Not under "dagwright.io/": kopf keeps its handler progress there and purges it.
+async def raise_for_status(response: aiohttp.ClientResponse) -> None:
+    """What the client does for decoded calls, for a raw response (a call made
+    with ``_preload_content=False``): an ApiException with the server's body."""
+    if not 200 <= response.status <= 299:
+        exc = ApiException(status=response.status, reason=response.reason)
+        exc.body = await response.read()  # the client keeps bodies as read
+        raise exc
+
+
 async def _send(call: Awaitable[Any]) -> None:
-    """Await a call made with ``_preload_content=False`` (we skip decoding the
-    answer). The client then neither raises on an error status nor releases
-    the connection; both happen here."""
+    """Await a raw call whose answer we do not read: raise on an error
+    status, and release the connection (the client does neither then)."""
     response = await call
     try:
-        if not 200 <= response.status <= 299:
-            exc = ApiException(status=response.status, reason=response.reason)
-            exc.body = (await response.read()).decode(errors="replace")
-            raise exc
+        await raise_for_status(response)
     finally:
         response.release()
 
 
+# Not under "dagwright.io/": kopf keeps its handler progress there and purges it.
 OWNER_ANNOTATION = f"ownership.{GROUP}/instance"
 OWNER_EPOCH_ANNOTATION = f"ownership.{GROUP}/epoch"
 
@@ -174,15 +180,26 @@ class Kube:
                 raise
         return True
 
-    async def claim_execution(self, namespace: str, name: str, instance: str, epoch: int) -> bool:
+    async def claim_execution(
+        self,
+        namespace: str,
+        name: str,
+        instance: str,
+        epoch: int,
+        seen: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Record a new owner epoch on the DAGExecution unless a higher one is
         there already; the resourceVersion precondition makes two claimants
-        serialize. False: a newer owner is recorded (we are fenced out)."""
+        serialize. False: a newer owner is recorded (we are fenced out).
+        ``seen``: its metadata as last watched, tried before reading it (a
+        GET of a 10,000-job execution is megabytes; a stale one gets a 409)."""
+        meta = seen
         for _ in range(10):
-            obj = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "dagexecutions", name
-            )
-            meta = obj["metadata"]
+            if meta is None:
+                obj = await self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "dagexecutions", name
+                )
+                meta = obj["metadata"]
             recorded = (meta.get("annotations") or {}).get(OWNER_EPOCH_ANNOTATION, "0")
             if recorded.isdigit() and int(recorded) > epoch:
                 return False
@@ -200,6 +217,7 @@ class Kube:
             except ApiException as exc:
                 if exc.status != 409:  # someone wrote in between: read again
                     raise
+                meta = None
         raise ApiException(status=409, reason=f"could not record the owner of {namespace}/{name}")
 
     async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:

@@ -272,7 +272,11 @@ class ExecutionRunner:
             # New term: record it on the object (resourceVersion precondition),
             # so an instance that believes in an older epoch sees it is fenced.
             if not await self.ctx.kube.claim_execution(
-                self.owner.namespace, self.owner.name, s.instance_id, epoch
+                self.owner.namespace,
+                self.owner.name,
+                s.instance_id,
+                epoch,
+                self.body.get("metadata"),
             ):
                 # Redis handed out an epoch below one already recorded (its
                 # data was lost and the clock went back): let the other owner be.
