@@ -7,6 +7,7 @@ invariants after every step.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -376,7 +377,9 @@ def test_starting_newly_admitted_jobs_equals_a_full_reconcile(
     full = replace(snap, admitted=slots)
     expected = reconcile(full)
     got = start_admitted(full, reconcile(snap))
-    assert got == expected
+    # The same actions; starts granted before this pass come first.
+    assert Counter(got.actions) == Counter(expected.actions)
+    assert replace(got, actions=[]) == replace(expected, actions=[])
 
 
 def test_without_a_slot_ready_jobs_are_wanted_in_priority_order_not_started() -> None:
