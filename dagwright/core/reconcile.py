@@ -163,7 +163,7 @@ def _pod(snap: Snapshot, name: str, attempt: int) -> PodObservation | None:
 
 def _alive(snap: Snapshot, name: str, state: JobState) -> bool:
     """May the job's latest attempt still be running (or about to)?"""
-    if state.phase in (JobPhase.STARTING, JobPhase.RUNNING):
+    if state.phase in _IN_FLIGHT:  # inlined in _start, the per-job loop of every pass
         return True
     pod = _pod(snap, name, state.attempt) if state.attempt else None
     return pod is not None and pod.alive
