@@ -112,11 +112,24 @@ async def test_fan_out_fan_in_runs_in_dependency_order_with_parallel_siblings(
         {"name": "eval-b", "dependsOn": ["merge"]},
         {"name": "publish", "dependsOn": ["eval-a", "eval-b"]},
     ]
+    seen: list[tuple[str, str]] = []  # (phase, progress) as `kubectl get` showed them
+
+    async def follow_status() -> None:
+        while True:
+            status = (await get_execution(kube, namespace, "fan")).get("status") or {}
+            seen.append((status.get("phase", ""), status.get("progress", "")))
+            await asyncio.sleep(0.2)
+
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "fan", dag(jobs, duration="1s"))
+        following = asyncio.create_task(follow_status())
         obj = await wait_phase(kube, namespace, "fan", "Succeeded", "Failed", within=60)
+        following.cancel()
     assert obj["status"]["phase"] == "Succeeded"
     assert obj["status"]["progress"] == "9/9"
+    # Progress was published while it ran (status patches go out beside the passes).
+    midway = {p for phase, p in seen if phase == "Running" and p not in ("0/9", "9/9")}
+    assert midway, f"no progress between 0/9 and 9/9 in {sorted(set(seen))}"
 
     def created(job: str) -> float:
         return history.first(f"fan-{job}-1", type_="ADDED")
