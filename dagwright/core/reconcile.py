@@ -116,10 +116,20 @@ def reconcile(snap: Snapshot) -> Plan:
         fresh = JobState()  # one default, not one per job and pass (frozen: shareable)
         jobs = {name: snap.jobs.get(name, fresh) for name in snap.dag.jobs}
     plan = Plan(jobs=jobs)
+    pods = snap.pods
     for job in snap.dag.jobs.values():
         state = jobs[job.name]
-        # Neither attempted nor in flight: no pod to look at.
-        if state.attempt or state.phase in _IN_FLIGHT:
+        if state.phase.terminal:
+            # Settled, unless its last pod still runs (_observe deletes it):
+            # most jobs of a big DAG late in its run.
+            if not state.attempt:
+                continue
+            pod = pods.get((job.name, state.attempt))
+            if pod is None or pod.phase.terminal:
+                continue
+            _observe(snap, plan, job)
+        elif state.attempt or state.phase in _IN_FLIGHT:
+            # (Neither attempted nor in flight: no pod to look at.)
             _observe(snap, plan, job)
     _apply_shutdown(snap, plan)
     _propagate(snap, plan)
@@ -397,22 +407,31 @@ def _apply_shutdown(snap: Snapshot, plan: Plan) -> None:
 
 def _propagate(snap: Snapshot, plan: Plan) -> None:
     """Waiting jobs become Ready or Skipped; topological order makes one pass enough."""
+    jobs = plan.jobs
     for job in snap.dag.jobs.values():
-        state = plan.jobs[job.name]
+        state = jobs[job.name]
         if state.phase is JobPhase.WAITING:
-            parents = [plan.jobs[p] for p in job.depends_on]
-            broken = [p for p in job.depends_on if plan.jobs[p].phase in _BROKEN]
-            if broken:
+            # One look at each parent, no lists: most of a chain waits, every pass.
+            broken = None
+            done = True
+            for parent in job.depends_on:
+                phase = jobs[parent].phase
+                if phase is not JobPhase.SUCCEEDED:
+                    done = False
+                    if phase in _BROKEN:
+                        broken = parent
+                        break
+            if broken is not None:
                 plan.set(
                     job.name,
                     replace(
                         state,
                         phase=JobPhase.SKIPPED,
                         finished_at=snap.now,
-                        message=f"upstream job {broken[0]} {plan.jobs[broken[0]].phase.value.lower()}",
+                        message=f"upstream job {broken} {jobs[broken].phase.value.lower()}",
                     ),
                 )
-            elif all(p.phase is JobPhase.SUCCEEDED for p in parents):
+            elif done:
                 plan.set(job.name, replace(state, phase=JobPhase.READY, ready_at=snap.now))
         elif state.phase is JobPhase.BACKOFF and snap.now >= state.not_before:
             plan.set(job.name, replace(state, phase=JobPhase.READY, ready_at=snap.now))
@@ -477,8 +496,11 @@ def _start(snap: Snapshot, plan: Plan) -> None:
 
 def _phase(snap: Snapshot, plan: Plan) -> tuple[ExecutionPhase, str]:
     states = plan.jobs
-    alive = any(_alive(snap, name, s) for name, s in states.items())
-    if all(s.phase.terminal for s in states.values()) and not alive:
+    # Whether any attempt is alive matters only once every job has ended
+    # (and all() stops at the first that has not: this is per pass).
+    if all(s.phase.terminal for s in states.values()) and not any(
+        _alive(snap, name, s) for name, s in states.items()
+    ):
         failed = [name for name, s in states.items() if s.phase is JobPhase.FAILED]
         if failed:
             first = failed[0]
