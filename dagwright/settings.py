@@ -56,6 +56,19 @@ class OperatorSettings(BaseSettings):
         ge=1,
         description="Executions owned beyond which status patches slow down in proportion.",
     )
+    # A pass over a DAG costs O(jobs) (20-30 ms at 10,000 jobs here); the
+    # next one waits this many times as long, so a big DAG's runner uses at
+    # most 1 / (1 + this) of a core and batches the events of the wait.
+    # Measured on 3,000 jobs in chains of 50: 1 -> 3 cut the operator's CPU
+    # by 38 % and the wall time by 17 % (the API server, sharing the cores,
+    # got them); on a 2,000-job layered DAG p50 scheduling latency rose from
+    # 0.23-0.24 s to 0.29-0.35 s.
+    pass_spacing: float = Field(
+        3.0,
+        ge=0.0,
+        description="Wait between two passes over an execution, in multiples of the last "
+        "pass's compute time: higher saves CPU on big DAGs, lower cuts scheduling latency.",
+    )
     # Most API requests (pod creates and deletes, patches) in flight at once.
     # The Python client has no QPS limiter: this is the throttle.
     kube_concurrency: int = Field(32, ge=1, le=1000)

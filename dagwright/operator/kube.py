@@ -64,6 +64,19 @@ async def _send(call: Awaitable[Any]) -> None:
         response.release()
 
 
+async def _newer(
+    watched: Callable[[], Mapping[str, Any] | None], version: str, within: float = 1.0
+) -> Mapping[str, Any] | None:
+    """The watched metadata once it is newer than ``version``; None if the
+    watch brings nothing newer ``within`` seconds (the caller reads instead)."""
+    for _ in range(int(within / 0.05)):
+        await asyncio.sleep(0.05)
+        meta = watched()
+        if meta is not None and meta.get("resourceVersion") != version:
+            return meta
+    return None
+
+
 # Not under "dagwright.io/": kopf keeps its handler progress there and purges it.
 OWNER_ANNOTATION = f"ownership.{GROUP}/instance"
 OWNER_EPOCH_ANNOTATION = f"ownership.{GROUP}/epoch"
@@ -190,14 +203,15 @@ class Kube:
         name: str,
         instance: str,
         epoch: int,
-        seen: Mapping[str, Any] | None = None,
+        watched: Callable[[], Mapping[str, Any] | None] = lambda: None,
     ) -> bool:
         """Record a new owner epoch on the DAGExecution unless a higher one is
         there already; the resourceVersion precondition makes two claimants
         serialize. False: a newer owner is recorded (we are fenced out).
-        ``seen``: its metadata as last watched, tried before reading it (a
-        GET of a 10,000-job execution is megabytes; a stale one gets a 409)."""
-        meta = seen
+        ``watched()``: its metadata as the watch shows it now. Claims go from
+        that, not a GET (a 10,000-job execution is megabytes); after a 409
+        they wait for the watch to bring the write that came in between."""
+        meta = watched()
         for _ in range(10):
             if meta is None:
                 obj = await self.custom.get_namespaced_custom_object(
@@ -209,9 +223,10 @@ class Kube:
                 return False
             if recorded == str(epoch):
                 return True
+            version = meta["resourceVersion"]
             body = {
                 "metadata": {
-                    "resourceVersion": meta["resourceVersion"],
+                    "resourceVersion": version,
                     "annotations": {OWNER_EPOCH_ANNOTATION: str(epoch), OWNER_ANNOTATION: instance},
                 }
             }
@@ -219,9 +234,11 @@ class Kube:
                 await self._merge_patch_execution(namespace, name, body)
                 return True
             except ApiException as exc:
-                if exc.status != 409:  # someone wrote in between: read again
+                if exc.status != 409:
                     raise
-                meta = None
+            # Someone wrote in between (usually kopf, adding its finalizer as
+            # it starts the daemon): its event is a few milliseconds away.
+            meta = await _newer(watched, version)
         raise ApiException(status=409, reason=f"could not record the owner of {namespace}/{name}")
 
     async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:

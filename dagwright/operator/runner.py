@@ -73,7 +73,7 @@ class NodeInfo:
 NODE_GONE_AFTER_SECONDS = 5.0
 
 
-# Passes are spaced by their compute time, up to this.
+# Passes are spaced by a multiple of their compute time (settings), up to this.
 MAX_PASS_SPACING = 0.5
 
 
@@ -238,9 +238,10 @@ class ExecutionRunner:
         # waited for its creates kept jobs readied meanwhile waiting for the
         # next pass (seconds, with hundreds of creates queued on the API server).
         self.creating: dict[str, asyncio.Task[None]] = {}  # pod name -> its create
-        # A pass reads every job (O(jobs) of CPU): the next one waits at least
-        # as long as the last one computed, so a big DAG's runner takes at most
-        # about half the process and handles the events of that wait together.
+        # A pass reads every job (O(jobs) of CPU): the next one waits
+        # settings.pass_spacing times as long as the last one computed, so a
+        # big DAG's runner takes a bounded share of a core and handles the
+        # events of that wait together.
         self.computed = 0.0  # seconds the last pass spent computing
         self.queued: set[str] = set()  # wanted jobs that have their place in a pool queue
         self.requeue_at = 0.0  # monotonic: when every wanted job asks again
@@ -277,7 +278,7 @@ class ExecutionRunner:
                 self.owner.name,
                 s.instance_id,
                 epoch,
-                self.body.get("metadata"),
+                lambda: self.body.get("metadata"),
             ):
                 # Redis handed out an epoch below one already recorded (its
                 # data was lost and the clock went back): let the other owner be.
@@ -376,7 +377,9 @@ class ExecutionRunner:
                     await self._sleep(renew_every, stopped)
                     continue
                 wait = renew_every
-                await asyncio.sleep(min(self.computed, MAX_PASS_SPACING))
+                await asyncio.sleep(
+                    min(self.ctx.settings.pass_spacing * self.computed, MAX_PASS_SPACING)
+                )
                 # Cleared before reading state: a wake-up that arrives while we
                 # work is kept for the sleep below, never lost.
                 self.wakeup.clear()
