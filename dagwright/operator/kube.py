@@ -236,8 +236,8 @@ class Kube:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            # Someone wrote in between (usually kopf, adding its finalizer as
-            # it starts the daemon): its event is a few milliseconds away.
+            # Someone wrote in between (kopf, say, adding its finalizer as it
+            # starts the daemon): its event is a few milliseconds away.
             meta = await _newer(watched, version)
         raise ApiException(status=409, reason=f"could not record the owner of {namespace}/{name}")
 
