@@ -152,6 +152,23 @@ def dagexecution_crd() -> dict[str, Any]:
             "message": "a job cannot depend on itself",
         }
     ]
+    # What a running execution is made of cannot change under it: jobs
+    # removed or rewritten mid-run would leave pods running unseen, or make
+    # finished work mean something else. The controls (suspend, shutdown,
+    # parallelism, priority, podGC) stay editable.
+    spec["x-kubernetes-validations"] = [
+        {
+            "rule": "self.jobs == oldSelf.jobs",
+            "message": "spec.jobs cannot change once the execution exists; "
+            "create a new execution instead",
+        },
+        {
+            "rule": "has(self.defaults) == has(oldSelf.defaults) && "
+            "(!has(self.defaults) || self.defaults == oldSelf.defaults)",
+            "message": "spec.defaults cannot change once the execution exists; "
+            "create a new execution instead",
+        },
+    ]
     columns: list[dict[str, Any]] = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
@@ -160,7 +177,7 @@ def dagexecution_crd() -> dict[str, Any]:
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    # Pod names are <execution>-<job>-<attempt> and labels hold the name: keep it a DNS label.
+    # Labels of pods hold the name: keep it a DNS label.
     validations = [
         {
             "rule": "self.metadata.name.size() <= 63",

@@ -82,6 +82,12 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="A running job whose runtime stopped heartbeating this long is lost.",
     )
+    job_start_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Longest a job's pod may take to start running (unschedulable, pulling "
+        "its image...) before the attempt fails; a job's startTimeout overrides it.",
+    )
     pool_interval_seconds: float = Field(
         5.0, gt=0, description="How often pool status and scaling are updated."
     )

@@ -9,8 +9,10 @@ the kubelets of the nodes the tests create, so tests never touch real nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -497,3 +499,58 @@ def api_server(
     finally:
         proc.stop()
         print(f"\napi log: {proc.log}")
+
+
+# Several operator instances of one test (tests/e2e: faults, trust) ---------------
+
+LEASE = 3.0
+FAST = {"DAGWRIGHT_LEASE_SECONDS": str(LEASE), "DAGWRIGHT_HEARTBEAT_SECONDS": "0.5"}
+
+
+class Fleet:
+    """Operator instances of one test; the shared operator steps aside meanwhile."""
+
+    def __init__(self, cluster: TestCluster, redis_url: str):
+        self.cluster = cluster
+        self.redis_url = redis_url
+        self.instances: list[OperatorProcess] = []
+
+    def start(self, count: int = 1, **env: str) -> list[OperatorProcess]:
+        started = []
+        for _ in range(count):
+            proc = OperatorProcess(self.cluster.kubeconfig, self.redis_url, env={**FAST, **env})
+            proc.start()
+            started.append(proc)
+        self.instances += started
+        return started
+
+    def stop(self) -> None:
+        for proc in self.instances:
+            if proc.process is not None and proc.process.running():
+                with contextlib.suppress(OSError):
+                    proc.process.signal(signal.SIGCONT)  # a paused one must be able to stop
+                proc.stop()
+
+    async def wait_live(self, redis: aioredis.Redis, count: int) -> None:
+        """Until ``count`` instances heartbeat (they know of each other)."""
+
+        async def live() -> bool:
+            return len(await redis.keys("dw:operator:*")) >= count
+
+        await wait_for(f"{count} live operator instances", live, within=30)
+
+    def logs(self) -> str:
+        return "\n".join(p.log.read_text(errors="replace") for p in self.instances)
+
+
+@pytest.fixture
+async def fleet(
+    cluster: TestCluster, redis_server: RedisServer, operator: OperatorProcess
+) -> AsyncIterator[Fleet]:
+    operator.stop()
+    fleet = Fleet(cluster, redis_server.url)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+        operator.start()

@@ -18,16 +18,26 @@ from dagwright.crdgen import GROUP, VERSION
 from tests.conftest import wait_for
 
 SIM = "sim.dagwright.io/duration"
+JOB_LABEL = "dagwright.io/job"
+
+
+def attempt_key(pod: Any) -> str:
+    """``<execution>-<job>-<attempt>``: how tests name an attempt's pod (its
+    real name also carries a hash of the execution's UID)."""
+    labels = pod.metadata.labels or {}
+    return "-".join(
+        labels.get(k, "?") for k in ("dagwright.io/execution", JOB_LABEL, "dagwright.io/attempt")
+    )
 
 
 async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> Any:
-    """The pod, or None if it does not exist (yet, or any more)."""
-    try:
-        return await core.read_namespaced_pod(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    """The pod of attempt ``name`` (``<execution>-<job>-<attempt>``, see
+    ``attempt_key``), or None if it does not exist (yet, or any more)."""
+    listing = await core.list_namespaced_pod(namespace, label_selector=JOB_LABEL)
+    for pod in listing.items:
+        if attempt_key(pod) == name:
+            return pod
+    return None
 
 
 async def create_execution(
@@ -93,6 +103,8 @@ class PodEvent:
     epoch: int = 0  # the owner epoch that created the pod
     uid: str = ""
     execution: str = ""
+    key: str = ""  # <execution>-<job>-<attempt> (see attempt_key)
+    owner: str = ""  # the UID of the execution that controls the pod
 
 
 @dataclass
@@ -104,7 +116,7 @@ class PodHistory:
     def first(self, name: str, phase: str | None = None, type_: str | None = None) -> float:
         for e in self.events:
             if (
-                e.name == name
+                e.key == name
                 and (phase is None or e.phase == phase)
                 and (type_ is None or e.type == type_)
             ):
@@ -114,6 +126,11 @@ class PodHistory:
         )
 
     def names(self) -> list[str]:
+        """The attempts seen, as ``<execution>-<job>-<attempt>``."""
+        return sorted({e.key for e in self.events})
+
+    def pod_names(self) -> list[str]:
+        """The real pod names seen."""
         return sorted({e.name for e in self.events})
 
     def attempts(self, job: str) -> list[int]:
@@ -123,7 +140,9 @@ class PodHistory:
         """No job ever had two live attempts at once; no attempt name reused after its pod ended."""
         live: dict[tuple[str, str], set[str]] = {}
         for e in self.events:
-            pods = live.setdefault((e.execution, e.job), set())
+            # Per execution instance: a deleted execution's pods may still be
+            # stopping while one re-applied under its name runs its own.
+            pods = live.setdefault((e.owner or e.execution, e.job), set())
             if e.type == "DELETED" or e.phase in ("Succeeded", "Failed"):
                 pods.discard(e.name)
             else:
@@ -144,8 +163,8 @@ class PodHistory:
         return most
 
     def nodes_of(self) -> dict[str, str]:
-        """Pod name -> the node it was bound to."""
-        return {e.name: e.node for e in self.events if e.node}
+        """Attempt (see ``attempt_key``) -> the node it was bound to."""
+        return {e.key: e.node for e in self.events if e.node}
 
     def max_alive(self) -> int:
         alive: set[str] = set()
@@ -182,6 +201,8 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
             epoch=int(labels.get("dagwright.io/epoch", "0")),
             uid=pod.metadata.uid,
             execution=labels.get("dagwright.io/execution", ""),
+            key=attempt_key(pod),
+            owner=next((r.uid for r in pod.metadata.owner_references or [] if r.controller), ""),
         )
         history.events.append(event)
         last[event.name] = event

@@ -6,10 +6,12 @@ from typing import Any, cast
 
 import kopf
 
+from dagwright.core.graph import build_dag
+from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import PodPhase
 from dagwright.operator import handlers
 from dagwright.operator.informer import PodIndex
-from dagwright.operator.pods import EXECUTION_LABEL, POOL_LABEL
+from dagwright.operator.pods import Owner, Placement, build_pod
 
 
 def test_the_diff_essence_is_only_the_generation() -> None:
@@ -38,39 +40,66 @@ def test_kopf_does_not_watch_pods() -> None:
         assert handler.selector is None or handler.selector.plural != "pods"
 
 
-def pod(name: str, phase: str, execution: str = "dag", **extra: Any) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "ns",
-            "resourceVersion": "1",
-            "labels": {
-                EXECUTION_LABEL: execution,
-                POOL_LABEL: "gpu",
-                "dagwright.io/job": name.rsplit("-", 1)[0],
-                "dagwright.io/attempt": name.rsplit("-", 1)[1],
-            },
-        },
-        "spec": {"nodeName": "n1"},
-        "status": {"phase": phase, **extra},
-    }
+def pod(
+    name: str, phase: str, execution: str = "dag", uid: str = "", **extra: Any
+) -> dict[str, Any]:
+    """A job pod as ``build_pod`` makes it (``name`` is ``<job>-<attempt>``),
+    as the watch shows it in ``phase``."""
+    job, attempt = name.rsplit("-", 1)
+    spec = DAGExecutionSpec.model_validate({"jobs": [{"name": job, "image": "busybox"}]})
+    owner = Owner(name=execution, namespace="ns", uid=f"uid-{execution}")
+    built = build_pod(owner, build_dag(spec).jobs[job], int(attempt), 1, Placement(pool="gpu"))
+    built["metadata"].update(name=name, resourceVersion="1", uid=uid or f"pod-{execution}-{name}")
+    built["spec"]["nodeName"] = "n1"
+    built["status"] = {"phase": phase, **extra}
+    return built
 
 
 def test_index_follows_pods_by_execution_and_pool() -> None:
     index = PodIndex()
-    assert index.apply("ADDED", pod("a-1", "Pending")) == ("ns", "dag")
-    assert index.apply("ADDED", pod("b-1", "Running", execution="other")) == ("ns", "other")
-    assert [p.job for p in index.pods_of(("ns", "dag")).all.values()] == ["a"]
-    assert index.pods_of(("ns", "dag")).unfinished == {("a", 1)}
+    assert index.apply("ADDED", pod("a-1", "Pending")) == "uid-dag"
+    assert index.apply("ADDED", pod("b-1", "Running", execution="other")) == "uid-other"
+    assert [p.job for p in index.pods_of("uid-dag").all.values()] == ["a"]
+    assert index.pods_of("uid-dag").unfinished == {("a", 1)}
     assert len(index.running_by_pool["gpu"]) == 2
     # An event that changes nothing the core looks at wakes no runner.
     assert index.apply("MODIFIED", pod("a-1", "Pending")) is None
-    assert index.apply("MODIFIED", pod("a-1", "Succeeded")) == ("ns", "dag")
-    assert index.pods_of(("ns", "dag")).all[("a", 1)].phase is PodPhase.SUCCEEDED
-    assert index.pods_of(("ns", "dag")).unfinished == set()
+    assert index.apply("MODIFIED", pod("a-1", "Succeeded")) == "uid-dag"
+    assert index.pods_of("uid-dag").all[("a", 1)].phase is PodPhase.SUCCEEDED
+    assert index.pods_of("uid-dag").unfinished == set()
     assert index.running_by_pool["gpu"] == {("ns", "b-1")}
-    assert index.apply("DELETED", pod("a-1", "Succeeded")) == ("ns", "dag")
-    assert index.pods_of(("ns", "dag")).all == {}
+    # A deleted pod is kept as its last state, marked removed.
+    assert index.apply("DELETED", pod("a-1", "Succeeded")) == "uid-dag"
+    (gone,) = index.pods_of("uid-dag").all.values()
+    assert gone.removed
+    assert gone.phase is PodPhase.SUCCEEDED
+    assert not gone.alive
+    index.forget("uid-dag")
+    assert index.pods_of("uid-dag").all == {}
+
+
+def test_identity_is_the_owner_and_the_spec_not_the_labels() -> None:
+    index = PodIndex()
+    forged = pod("a-1", "Running")
+    forged["metadata"]["ownerReferences"] = []  # labels say dagwright; no owner
+    assert index.apply("ADDED", forged) is None
+    relabeled = pod("a-1", "Running")
+    relabeled["metadata"]["labels"].update({"dagwright.io/job": "x", "dagwright.io/attempt": "9"})
+    assert index.apply("ADDED", relabeled) == "uid-dag"
+    assert list(index.pods_of("uid-dag").all) == [("a", 1)]  # from the container's env
+
+
+def test_a_pod_that_loses_its_label_is_still_ours_and_alive() -> None:
+    index = PodIndex()
+    index.apply("ADDED", pod("a-1", "Running"))
+    # The label-selected watch reports it as DELETED, with its previous
+    # content (labels and all): deleted, or gone from the selector? A read tells.
+    assert index.apply("DELETED", pod("a-1", "Running")) is None
+    assert index.pods_of("uid-dag").all[("a", 1)].alive
+    assert set(index.suspect) == {("ns", "a-1")}
+    # Read and found gone: the deletion stands, with the pod's last phase.
+    assert index.apply("DELETED", pod("a-1", "Running"), verified=True) == "uid-dag"
+    assert index.pods_of("uid-dag").all[("a", 1)].removed
 
 
 def test_a_relist_reports_only_what_changed() -> None:
@@ -78,7 +107,7 @@ def test_a_relist_reports_only_what_changed() -> None:
     index.apply("ADDED", pod("a-1", "Running"))
     index.apply("ADDED", pod("b-1", "Running", execution="other"))
     index.apply("ADDED", pod("c-1", "Running", execution="third"))
-    # Missed while the watch was down: a-1 finished, b-1 was deleted, d-1 appeared.
+    # Missed while the watch was down: a-1 finished, b-1 vanished, d-1 appeared.
     changed = index.replace(
         [
             pod("a-1", "Succeeded"),
@@ -86,6 +115,9 @@ def test_a_relist_reports_only_what_changed() -> None:
             pod("d-1", "Pending", execution="fourth"),
         ]
     )
-    assert changed == {("ns", "dag"), ("ns", "other"), ("ns", "fourth")}
-    assert index.pods_of(("ns", "other")).all == {}
+    assert changed == {"uid-dag", "uid-fourth"}
+    # Deleted, or stripped of its label? Only a read tells: the informer reads it.
+    assert set(index.vanished) == {("ns", "b-1")}
+    assert index.tombstone(("ns", "b-1")) == "uid-other"
+    assert index.pods_of("uid-other").all[("b", 1)].removed
     assert index.running_by_pool["gpu"] == {("ns", "c-1"), ("ns", "d-1")}

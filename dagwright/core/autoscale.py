@@ -19,6 +19,9 @@ class PoolObservation:
     used: Mapping[str, int]  # held slots per node
     queued: int  # jobs waiting for a slot of this pool
     slots_per_node: int
+    # Nodes that may be removed: those made for this pool (its marker label)
+    # that run no pod at all. None: every node (tests of the arithmetic).
+    removable: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,13 @@ def decide_scale(
             return ScaleDecision(target, remembered, f"{seen.queued} jobs queued for {waited:.0f}s")
         return ScaleDecision(bounded(max(current, busy)), remembered, "jobs queued")
     delay = parse_duration(spec.scale_down_delay)
-    removable = sorted(n for n, since in idle_since.items() if now - since >= delay)
-    target = bounded(max(nodes - len(removable), busy))
+    removable = sorted(
+        n
+        for n, since in idle_since.items()
+        if now - since >= delay and (seen.removable is None or n in seen.removable)
+    )
+    # At most scaleDownStep nodes per pass: a mistake costs one node, not the pool.
+    target = bounded(max(nodes - min(len(removable), spec.scale_down_step), busy))
     if target < current:
         drain = tuple(removable[: max(nodes - target, 0)])
         return ScaleDecision(target, remembered, f"{len(drain)} nodes idle for {delay:g}s", drain)

@@ -42,6 +42,7 @@ class Job:
     retries: int
     backoff: Backoff
     timeout_seconds: float
+    start_timeout_seconds: float | None  # None: the operator's default
     priority: int
     config: Mapping[str, Any] | None
     annotations: Mapping[str, str]
@@ -163,6 +164,7 @@ def build_dag(spec: DAGExecutionSpec, capabilities: set[str] | None = None) -> D
             retries=_first(job.retries, defaults.retries, DEFAULT_RETRIES),
             backoff=job.backoff or defaults.backoff or DEFAULT_BACKOFF,
             timeout_seconds=parse_duration(job.timeout or defaults.timeout or DEFAULT_TIMEOUT),
+            start_timeout_seconds=_seconds(job.start_timeout or defaults.start_timeout),
             priority=job.priority if job.priority is not None else spec.priority,
             config=job.config,
             annotations={**(defaults.annotations or {}), **(job.annotations or {})},
@@ -179,3 +181,7 @@ def _first(*values: int | None) -> int:
         if value is not None:
             return value
     raise ValueError("no value")
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration else None

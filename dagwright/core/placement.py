@@ -15,6 +15,25 @@ class Pool:
     spec: WorkerPoolSpec
 
 
+def _system_domain(key: str) -> bool:
+    domain = key.split("/", 1)[0] if "/" in key else ""
+    return any(domain == d or domain.endswith(f".{d}") for d in ("kubernetes.io", "k8s.io"))
+
+
+def forbidden_annotations(annotations: Iterable[str], pool: Pool | None) -> list[str]:
+    """Annotation keys of a job that its pool does not let through to pods:
+    Kubernetes' own (``*.kubernetes.io/``, ``*.k8s.io/``: AppArmor and
+    seccomp profiles among them, which would undo the pods' restricted
+    security context) unless the pool lists the key, or a prefix of it, in
+    ``allowedAnnotations``."""
+    allowed = pool.spec.allowed_annotations if pool is not None else []
+    return sorted(
+        key
+        for key in annotations
+        if _system_domain(key) and not any(key.startswith(prefix) for prefix in allowed)
+    )
+
+
 def capabilities(pools: Iterable[Pool]) -> set[str]:
     offered: set[str] = set()
     for pool in pools:

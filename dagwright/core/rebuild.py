@@ -1,8 +1,9 @@
 """Rebuild job states from the Kubernetes side when Redis lost them.
 
-The pods (deterministic names, labels with job and attempt) and the
-DAGExecution status are the durable record; from them this derives states
-that never start again a job that already ran or is running.
+The pods (each names its job and attempt in its immutable spec) and the
+record of finished jobs in the DAGExecution status are the durable record;
+from them this derives states that never start again a job that already
+ran or is running.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ def rebuild(
     recorded: Mapping[str, JobPhase] | None = None,
     now: float = 0.0,
 ) -> dict[str, JobState]:
-    """States from observed pods, and from per-job phases the status recorded
-    (``recorded``) for jobs whose pods are gone."""
+    """States from observed pods, and from the outcomes the status record
+    holds (``recorded``): a job recorded as succeeded or failed has ended,
+    whatever pods are left of it."""
     by_job: dict[str, list[PodObservation]] = {}
     for pod in pods:
         if pod.job in dag.jobs:
             by_job.setdefault(pod.job, []).append(pod)
     states: dict[str, JobState] = {}
     for name in dag.jobs:
+        ended = recorded.get(name) if recorded else None
+        if ended in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+            states[name] = JobState(phase=ended, message="as recorded in the status")
+            continue
         attempts = sorted(by_job.get(name, []), key=lambda p: p.attempt)
         failures = sum(1 for p in attempts if p.phase is PodPhase.FAILED)
         if attempts:
@@ -59,8 +65,6 @@ def rebuild(
                     exit_code=latest.exit_code,
                     message=f"exit code {latest.exit_code}; no retries left",
                 )
-        elif recorded and recorded.get(name) in (JobPhase.SUCCEEDED, JobPhase.FAILED):
-            states[name] = JobState(phase=recorded[name])
         else:
             states[name] = JobState()
     return states

@@ -32,6 +32,12 @@ RECREATE_AFTER_SECONDS = 5.0
 MAX_INFRA_FAILURES = 10
 # Nodes a job avoids after losing attempts on them (the most recent ones).
 MAX_AVOIDED_NODES = 8
+# An attempt pinned to its slot's node that the scheduler finds no room on
+# (another pod filled the node) is placed again after this long.
+REPLACE_UNSCHEDULABLE_AFTER_SECONDS = 10.0
+# What the kubelet reports of a pod that no wait will start.
+_HOPELESS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+_WAITING = "waiting to start: "
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,15 @@ class Snapshot:
     # A running attempt whose runtime heartbeated and then went silent this
     # long is lost (hung, or cut off) and is retried elsewhere.
     heartbeat_timeout: float = 90.0
+    # Attempts whose pod the API server refused to create (not a conflict or
+    # a throttle), with its reason: failed attempts, not pods still coming.
+    refused: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    # Longest a pod may take to start running, unless its job says otherwise.
+    start_timeout: float = 600.0
+    # Jobs whose outcome is durable outside Redis and pods (the status
+    # record): only their finished pods may be collected. None: no such
+    # record is kept (a local run), any finished pod may go.
+    recorded: frozenset[str] | None = None
 
 
 @dataclass
@@ -125,7 +140,7 @@ def reconcile(snap: Snapshot) -> Plan:
             if not state.attempt:
                 continue
             pod = pods.get((job.name, state.attempt))
-            if pod is None or pod.phase.terminal:
+            if pod is None or pod.phase.terminal or pod.removed:
                 continue
             _observe(snap, plan, job)
         elif state.attempt or state.phase in _IN_FLIGHT:
@@ -135,7 +150,7 @@ def reconcile(snap: Snapshot) -> Plan:
     _propagate(snap, plan)
     _start(snap, plan)
     plan.phase, plan.message = _phase(snap, plan)
-    _collect_pods(snap, plan)
+    plan.actions += collect_pods(snap, plan.phase, plan.jobs)
     return plan
 
 
@@ -150,21 +165,30 @@ def start_admitted(snap: Snapshot, plan: Plan) -> Plan:
     return plan
 
 
-def _collect_pods(snap: Snapshot, plan: Plan) -> None:
-    """Pod GC: delete finished pods whose result is recorded, per the policy."""
+def collect_pods(
+    snap: Snapshot, phase: ExecutionPhase, jobs: Mapping[str, JobState]
+) -> list[DeletePod]:
+    """Pod GC: finished pods to delete per the policy, of jobs whose outcome
+    is recorded (``snap.recorded``): a pod is the record of its result until
+    then, and deleting it earlier could run the job again if Redis lost it."""
     strategy = snap.pod_gc
     if strategy is PodGCStrategy.NEVER:
-        return
-    everything = (strategy is PodGCStrategy.ON_EXECUTION_COMPLETION and plan.phase.terminal) or (
-        strategy is PodGCStrategy.ON_EXECUTION_SUCCESS and plan.phase is ExecutionPhase.SUCCEEDED
+        return []
+    everything = (strategy is PodGCStrategy.ON_EXECUTION_COMPLETION and phase.terminal) or (
+        strategy is PodGCStrategy.ON_EXECUTION_SUCCESS and phase is ExecutionPhase.SUCCEEDED
     )
+    recorded = snap.recorded
+    deletes = []
     for (name, attempt), pod in snap.pods.items():
-        if pod.alive or pod.deleting or name not in plan.jobs:
+        if pod.alive or pod.deleting or pod.removed or name not in jobs:
+            continue
+        if recorded is not None and name not in recorded:
             continue
         if everything or (
-            strategy is PodGCStrategy.ON_JOB_SUCCESS and plan.jobs[name].phase is JobPhase.SUCCEEDED
+            strategy is PodGCStrategy.ON_JOB_SUCCESS and jobs[name].phase is JobPhase.SUCCEEDED
         ):
-            plan.actions.append(DeletePod(name, attempt, "pod GC"))
+            deletes.append(DeletePod(name, attempt, "pod GC"))
+    return deletes
 
 
 def _pod(snap: Snapshot, name: str, attempt: int) -> PodObservation | None:
@@ -249,7 +273,7 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
                 Emit("JobSucceeded", f"job {job.name} attempt {state.attempt} succeeded")
             )
             return
-        if stale is not None and not stale.phase.terminal:
+        if stale is not None and not stale.phase.terminal and not stale.removed:
             force = _may_force(snap, state, stale)
             if force or not stale.deleting:
                 plan.actions.append(
@@ -260,7 +284,13 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
         return
     pod = _pod(snap, job.name, state.attempt)
     label = f"job {job.name} attempt {state.attempt}"
+    if pod is not None and pod.removed and pod.phase is PodPhase.PENDING:
+        pod = None  # deleted before it ran: as if never created
     if pod is None:
+        refused = snap.refused.get((job.name, state.attempt))
+        if refused is not None and state.phase is JobPhase.STARTING:
+            _fail_attempt(snap, plan, job, state, refused, None)
+            return
         if state.phase is JobPhase.RUNNING:
             _fail_attempt(snap, plan, job, state, "pod deleted while running", None)
             return
@@ -275,6 +305,22 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
         return
     if pod.node and (pod.node_lost or pod.node_gone) and not pod.phase.terminal:
         _fail_over(snap, plan, job, state, pod)
+        return
+    if pod.removed and pod.phase is PodPhase.RUNNING:
+        # Its deletion is how we learn it ran, if the watch never showed it
+        # Running: the same failed attempt either way.
+        _fail_attempt(
+            snap,
+            plan,
+            job,
+            replace(state, started_at=state.started_at or pod.started_at),
+            "pod deleted while running",
+            None,
+        )
+        return
+    if pod.phase is PodPhase.PENDING:
+        if state.phase is JobPhase.STARTING and not pod.deleting:
+            _pending(snap, plan, job, state, pod)
         return
     if pod.phase is PodPhase.SUCCEEDED:
         plan.set(
@@ -314,6 +360,9 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             plan.set(job.name, state)
             plan.actions.append(Emit("JobStarted", f"{label} running on {pod.node or 'a node'}"))
         if pod.heartbeat_at is not None:
+            if not state.heartbeats:  # recorded once: the shell watches it from now on
+                state = replace(state, heartbeats=True)
+                plan.set(job.name, state)
             silent_until = pod.heartbeat_at + snap.heartbeat_timeout
             if snap.now >= silent_until:
                 _fail_over(
@@ -332,6 +381,53 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             _fail_attempt(snap, plan, job, state, f"timed out after {job.timeout_seconds:g}s", None)
         else:
             plan.wake(deadline)
+
+
+def _pending(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObservation) -> None:
+    """An attempt whose pod has not started: fail it when nothing will start
+    it, place it again when its node has no room, else say what it waits for."""
+    label = f"job {job.name} attempt {state.attempt}"
+    if pod.waiting.split(":", 1)[0] in _HOPELESS:
+        plan.actions.append(DeletePod(job.name, state.attempt, "cannot start"))
+        _fail_attempt(snap, plan, job, state, f"cannot start: {pod.waiting}", None)
+        return
+    limit = job.start_timeout_seconds or snap.start_timeout
+    deadline = (state.created_at or snap.now) + limit
+    if snap.now >= deadline:
+        why = f"did not start within {limit:g}s" + (f" ({pod.waiting})" if pod.waiting else "")
+        plan.actions.append(DeletePod(job.name, state.attempt, "start timeout"))
+        _fail_attempt(snap, plan, job, state, why, None)
+        return
+    plan.wake(deadline)
+    since = pod.unschedulable_since
+    if since is not None and state.node:
+        replace_at = since + REPLACE_UNSCHEDULABLE_AFTER_SECONDS
+        if snap.now < replace_at:
+            plan.wake(replace_at)
+        elif state.infra_failures < MAX_INFRA_FAILURES:
+            # Its slot's node has no room after all (filled by a pod we do not
+            # count): give the node up and place the job again, no retry used.
+            node = state.node
+            plan.actions.append(DeletePod(job.name, state.attempt, f"no room on node {node}"))
+            message = f"no room on node {node} ({pod.waiting}); placing it again"
+            plan.set(
+                job.name,
+                replace(
+                    state,
+                    phase=JobPhase.READY,
+                    ready_at=snap.now,
+                    infra_failures=state.infra_failures + 1,
+                    avoid=tuple(dict.fromkeys((*state.avoid, node)))[-MAX_AVOIDED_NODES:],
+                    message=message,
+                ),
+            )
+            plan.actions.append(Emit("JobReplaced", f"{label}: {message}", warning=True))
+            return
+    # What it waits for; a message of the attempt before (why it was lost) stays.
+    waiting = state.message.startswith(_WAITING)
+    message = f"{_WAITING}{pod.waiting}" if pod.waiting else ("" if waiting else state.message)
+    if message != state.message:
+        plan.set(job.name, replace(state, message=message))
 
 
 def _may_force(snap: Snapshot, state: JobState, pod: PodObservation) -> bool:
@@ -488,6 +584,7 @@ def _start(snap: Snapshot, plan: Plan) -> None:
                 exit_code=None,
                 pool=slot.pool or None,
                 node=slot.node,
+                heartbeats=False,
             ),
         )
         plan.actions.append(StartPod(job.name, attempt, slot.pool or None, state.avoid, slot.node))

@@ -101,12 +101,17 @@ class JobSettings(Model):
     )
     backoff: Backoff | None = None
     timeout: Duration | None = Field(None, description="Longest an attempt may run (default 5m).")
+    start_timeout: Duration | None = Field(
+        None,
+        description="Longest an attempt's pod may take to start running (unschedulable, "
+        "pulling its image...) before the attempt fails (default: the operator's, 10m).",
+    )
     env: list[EnvVar] | None = Field(None, max_length=128)
     annotations: dict[str, Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
         None, max_length=32, description="Extra annotations for the job's pods."
     )
 
-    @field_validator("timeout")
+    @field_validator("timeout", "start_timeout")
     @classmethod
     def _positive_timeout(cls, value: str | None) -> str | None:
         if value is not None and parse_duration(value) <= 0:
@@ -208,6 +213,9 @@ class Autoscaling(Model):
     scale_down_delay: Duration = Field(
         "5m", description="How long a node must be idle before removing it."
     )
+    scale_down_step: StrictInt = Field(
+        1, ge=1, le=100, description="Most nodes removed per pool interval."
+    )
     scale_target_ref: ScaleTargetRef | None = Field(
         None, description="Whose /scale subresource receives the desired node count."
     )
@@ -241,3 +249,13 @@ class WorkerPoolSpec(Model):
         description="Desired nodes when not autoscaling (the /scale subresource).",
     )
     autoscaling: Autoscaling | None = None
+    allowed_annotations: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = (
+        Field(
+            default_factory=list,
+            max_length=32,
+            description="Kubernetes' own annotation keys (or key prefixes, e.g. "
+            "container.apparmor.security.beta.kubernetes.io/) that jobs placed in this pool may "
+            "set on their pods; without an entry here, a job setting one fails with a clear "
+            "message.",
+        )
+    )

@@ -54,6 +54,9 @@ class JobState:
     node: str | None = None  # node of that slot
     infra_failures: int = 0  # attempts lost to the infrastructure (not the job's retries)
     avoid: tuple[str, ...] = ()  # nodes that lost an attempt of this job
+    # The current attempt's runtime has heartbeated: from then on its silence
+    # is watched even once its heartbeat key has expired.
+    heartbeats: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Compact: fields at their default are left out (10,000 of these live in Redis)."""
@@ -119,8 +122,18 @@ class PodObservation:
     heartbeat_at: float | None = (
         None  # last heartbeat of this attempt's job runtime, if it sends any
     )
+    pool: str | None = None  # the WorkerPool it was placed in
+    # Why it is not running yet: the scheduler's or the kubelet's reason
+    # ("Unschedulable: 0/3 nodes are available...", "ImagePullBackOff: ...").
+    waiting: str = ""
+    unschedulable_since: float | None = None  # the scheduler's verdict, since when
+    name: str = ""  # the pod's name and UID: deletes are preconditioned on the UID
+    uid: str = ""
+    # The pod is gone; this is its last state as the deletion reported it (a
+    # pod deleted before we saw it run may have run: its phase says so).
+    removed: bool = False
 
     @property
     def alive(self) -> bool:
         """Could a container of this pod still be running?"""
-        return not self.phase.terminal and not self.node_gone
+        return not self.phase.terminal and not self.node_gone and not self.removed

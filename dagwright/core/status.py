@@ -39,12 +39,20 @@ class JobCounts(Model):
     total: int = 0
     waiting: int = 0
     ready: int = 0
+    starting: int = 0
     running: int = 0
     backoff: int = 0
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
     cancelled: int = 0
+
+
+class JobRecord(Model):
+    """Finished jobs, durable beyond Redis and pods (``dagwright.core.record``)."""
+
+    jobs: str = Field("", description="Digest of the job names the record is for.")
+    outcomes: str = Field("", description="Two bits per job in spec order, base64.")
 
 
 class DAGExecutionStatus(Model):
@@ -58,6 +66,11 @@ class DAGExecutionStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
     jobs: list[JobStatus] | None = Field(
         None, description=f"Per-job detail, for DAGs of at most {MAX_JOBS_IN_STATUS} jobs."
+    )
+    record: JobRecord | None = Field(
+        None,
+        description="The operator's record of finished jobs; a job recorded as succeeded "
+        "never runs again.",
     )
 
 

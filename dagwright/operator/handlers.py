@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from dagwright.core.placement import Pool
 from dagwright.core.spec import WorkerPoolSpec
@@ -81,7 +81,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     redis = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
     kube = Kube(api, concurrency=config.kube_concurrency)
     # Our pods, filtered by the API server: other workloads' pods never reach this process.
-    pods = PodInformer(kube.core, POD_SELECTOR, changed=lambda key: memo.ctx.wake(*key))
+    pods = PodInformer(kube.core, POD_SELECTOR, changed=lambda uid: memo.ctx.wake(uid))
     # A slot outlives a crashed owner by a few leases, then frees itself.
     hold = 3 * config.lease_seconds
     memo.ctx = Context(
@@ -140,14 +140,37 @@ async def _beat_once(ctx: Context) -> None:
 async def _heartbeat(ctx: Context) -> None:
     """Tell Redis (and so peers and the REST API's health check) that this
     instance lives, and learn which peers do."""
+    refused = False
     while True:
+        wait = _heartbeat_interval(ctx)
         try:
             await _beat_once(ctx)
+            refused = False
+        except AuthenticationError as exc:
+            # Not going to fix itself: say so once, clearly; the probe fails.
+            if not refused:
+                log.error("%s: %s", REDIS_REFUSED, exc)
+            refused, wait = True, 30.0
         except RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
         metrics.EXECUTIONS_OWNED.set(len(ctx.owned))
         metrics.QUEUE_DEPTH.set(sum(ctx.wanted.values()))
-        await asyncio.sleep(_heartbeat_interval(ctx))
+        await asyncio.sleep(wait)
+
+
+REDIS_REFUSED = (
+    "Redis refused the operator's credentials: check the password in DAGWRIGHT_REDIS_URL"
+)
+
+
+@kopf.on.probe(id="redis")
+async def redis_ready(memo: Any, **_: Any) -> str:
+    """Part of /healthz: the operator is no use without its Redis."""
+    try:
+        await memo.ctx.store.redis.ping()
+    except AuthenticationError as exc:
+        raise RuntimeError(REDIS_REFUSED) from exc
+    return "ok"
 
 
 @kopf.on.cleanup()
@@ -216,8 +239,8 @@ async def pool_changed(memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "dagexecutions")
-async def execution_changed(memo: Any, namespace: str | None, name: str, **_: Any) -> None:
-    memo.ctx.wake(namespace or "", name)
+async def execution_changed(memo: Any, uid: str, **_: Any) -> None:
+    memo.ctx.wake(uid)
 
 
 # No `when=` filter on the phase: kopf would cancel the daemon the moment it
@@ -237,9 +260,9 @@ async def run_execution(
     # kopf passes each index as a keyword named after its function; they are
     # live views, so binding them once serves every runner.
     ctx.view.bind(kwargs["workerpools"], kwargs["nodes"])
-    key = (namespace or "", name)
     await ctx.pods.synced.wait()  # no pass before every existing pod is known
-    runner = ExecutionRunner(ctx, body, pods=lambda: ctx.pods.pods_of(key))
+    runner = ExecutionRunner(ctx, body, pods=lambda: ctx.pods.pods_of(uid))
     await runner.run(stopped)
     if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        ctx.pods.forget(uid)
         await ctx.store.delete(uid)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -22,11 +23,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.core.state import PodObservation
 from dagwright.operator.kube import raise_for_status
-from dagwright.operator.pods import EXECUTION_LABEL, POOL_LABEL, observe
+from dagwright.operator.pods import MANAGED_SELECTOR, controller_uid, observe
 
 log = logging.getLogger(__name__)
 
-ExecutionKey = tuple[str, str]  # (namespace, execution name)
+ExecutionKey = str  # the DAGExecution's UID: names are reused, UIDs never
 PodKey = tuple[str, str]  # (namespace, pod name)
 
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -37,7 +38,8 @@ AttemptKey = tuple[str, int]  # (job, attempt)
 
 class ExecutionPods:
     """One execution's pods: by (job, attempt), and which are not finished
-    (a pass looks closer only at those: a big DAG's finished pods are most)."""
+    (a pass looks closer only at those: a big DAG's finished pods are most).
+    A deleted pod stays as its last state, marked ``removed``."""
 
     __slots__ = ("all", "unfinished")
 
@@ -57,54 +59,117 @@ class _Pod:
         return (self.seen.job, self.seen.attempt)
 
 
+def _selected(meta: Mapping[str, Any]) -> bool:
+    labels = meta.get("labels") or {}
+    return all(labels.get(k) == v for k, v in MANAGED_SELECTOR.items())
+
+
 class PodIndex:
-    """What the watch shows: pods by execution, unfinished pods by pool."""
+    """What the watch shows: pods by the UID of the execution that controls
+    them (their owner reference, not a label), unfinished pods by pool.
+
+    The label-selected watch reports a pod whose labels were edited away as
+    DELETED, with its previous content: from the event alone, that is a pod
+    deleted at once. So a live pod reported deleted without ever having been
+    marked for deletion is kept as last seen and listed in ``suspect`` (the
+    informer reads it: gone, or relabeled). A pod that vanished from a relist
+    is listed in ``vanished`` (the informer reads it too)."""
 
     def __init__(self) -> None:
         self._pods: dict[PodKey, _Pod] = {}
         self.by_execution: dict[ExecutionKey, ExecutionPods] = {}
         self.running_by_pool: dict[str, set[PodKey]] = {}
+        self.suspect: dict[PodKey, Mapping[str, Any]] = {}  # pod -> its DELETED event's object
+        self.vanished: dict[PodKey, _Pod] = {}
 
     def pods_of(self, execution: ExecutionKey) -> ExecutionPods:
         return self.by_execution.get(execution) or ExecutionPods()
 
-    def apply(self, kind: str, pod: Mapping[str, Any]) -> ExecutionKey | None:
-        """One watch event; returns the execution whose pods changed, if any."""
+    def forget(self, execution: ExecutionKey) -> None:
+        """Drop what is kept of a deleted execution's pods."""
+        self.by_execution.pop(execution, None)
+
+    def apply(
+        self, kind: str, pod: Mapping[str, Any], verified: bool = False
+    ) -> ExecutionKey | None:
+        """One watch event; returns the execution whose pods changed, if any.
+        ``verified``: a deletion known to be one (the pod was read since)."""
         meta = pod.get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name") or "")
-        execution = (meta.get("labels") or {}).get(EXECUTION_LABEL)
-        seen = observe(dict(pod)) if kind != "DELETED" and execution else None
+        execution = controller_uid(meta)
+        known = self._pods.get(key)
+        if (
+            kind == "DELETED"
+            and not verified
+            and not meta.get("deletionTimestamp")
+            and known is not None
+            and known.seen.alive
+            and not known.seen.deleting
+        ):
+            self.suspect[key] = pod  # deleted, or only out of our selector?
+            return None
+        removed = kind == "DELETED"
+        seen = observe(dict(pod), removed=removed) if execution else None
         old = self._remove(key)
+        self.suspect.pop(key, None)
+        self.vanished.pop(key, None)
         if seen is None or not execution:
             return old.execution if old else None
-        labels = meta.get("labels") or {}
-        entry = _Pod((key[0], execution), labels.get(POOL_LABEL), seen)
-        self._pods[key] = entry
-        pods = self.by_execution.get(entry.execution)
+        entry = _Pod(execution, seen.pool, seen)
+        pods = self.by_execution.get(execution)
         if pods is None:
-            pods = self.by_execution[entry.execution] = ExecutionPods()
+            pods = self.by_execution[execution] = ExecutionPods()
         pods.all[entry.attempt] = seen
+        if removed:
+            return execution  # kept as the pod's last state, out of the live maps
+        self._pods[key] = entry
         if not seen.phase.terminal:
             pods.unfinished.add(entry.attempt)
             if entry.pool:
                 self.running_by_pool.setdefault(entry.pool, set()).add(key)
         if old is not None and old.execution == entry.execution and old.seen == seen:
             return None
-        return entry.execution
+        return execution
+
+    def tombstone(self, key: PodKey) -> ExecutionKey | None:
+        """A pod we knew is gone (its deletion was not seen): keep its last state."""
+        old = self._pods.get(key) or self.vanished.get(key)
+        self.suspect.pop(key, None)
+        self.vanished.pop(key, None)
+        if old is None:
+            return None
+        self._remove(key)
+        pods = self.by_execution.setdefault(old.execution, ExecutionPods())
+        if old.attempt not in pods.all:
+            pods.all[old.attempt] = replace(old.seen, removed=True)
+        return old.execution
 
     def replace(self, pods: Iterable[Mapping[str, Any]]) -> set[ExecutionKey]:
         """A full listing; returns the executions whose pods differ from before."""
         before = {k: (p.execution, p.seen) for k, p in self._pods.items()}
+        known = dict(self._pods)
+        removed = {
+            uid: {k: v for k, v in p.all.items() if v.removed}
+            for uid, p in self.by_execution.items()
+        }
         self._pods.clear()
         self.by_execution.clear()
         self.running_by_pool.clear()
+        for uid, tombstones in removed.items():
+            if tombstones:
+                self.by_execution.setdefault(uid, ExecutionPods()).all.update(tombstones)
         for pod in pods:
             self.apply("ADDED", pod)
+        # Known pods missing from the listing were deleted, or lost their
+        # label, while the watch was down: which, only a read can tell.
+        for key, entry in known.items():
+            if key not in self._pods:
+                self.vanished[key] = entry
         after = {k: (p.execution, p.seen) for k, p in self._pods.items()}
         return {
             seen[0]
             for k in before.keys() | after.keys()
-            if before.get(k) != after.get(k)
+            if before.get(k) != after.get(k) and k not in self.vanished
             for seen in (before.get(k), after.get(k))
             if seen is not None
         }
@@ -147,6 +212,8 @@ class PodInformer(PodIndex):
         self.changed = changed
         self.timeout_seconds = timeout_seconds
         self.synced = asyncio.Event()
+        self._core = core
+        self._repairing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         version: str | None = None
@@ -182,6 +249,7 @@ class PodInformer(PodIndex):
                 break
         for execution in self.replace(items):
             self.changed(execution)
+        self._repair_soon()
         self.synced.set()
         return str(body["metadata"]["resourceVersion"])
 
@@ -215,4 +283,78 @@ class PodInformer(PodIndex):
                 execution = self.apply(str(kind), obj)
                 if execution is not None:
                     self.changed(execution)
+                if self.suspect:
+                    self._repair_soon()
         return version
+
+    def _repair_soon(self) -> None:
+        if (self.suspect or self.vanished) and (self._repairing is None or self._repairing.done()):
+            self._repairing = asyncio.create_task(self._repair())
+
+    async def _repair(self) -> None:
+        """Put our label back on pods that lost it, and find out what became
+        of pods that vanished from a relist, so that no attempt of ours is
+        taken for deleted while it runs (nor forgotten when it was)."""
+        failures = 0
+        while self.suspect or self.vanished:
+            key = next(iter(self.suspect or self.vanished))
+            namespace, name = key
+            try:
+                pod = await self._read(namespace, name)
+                known = self._pods.get(key) or self.vanished.get(key)
+                deleted = self.suspect.get(key)
+                if pod is None or known is None or pod["metadata"].get("uid") != known.seen.uid:
+                    # Deleted for real: as its deletion event said, else as last seen.
+                    if deleted is not None:
+                        execution = self.apply("DELETED", deleted, verified=True)
+                    else:
+                        execution = self.tombstone(key)
+                elif not _selected(pod["metadata"]):
+                    log.warning("pod %s/%s lost its labels; putting them back", *key)
+                    await self._relabel(namespace, name, str(pod["metadata"]["uid"]))
+                    self.suspect.pop(key, None)
+                    self.vanished.pop(key, None)
+                    continue  # the watch brings it back
+                else:
+                    execution = self.apply("MODIFIED", pod)
+                if execution is not None:
+                    self.changed(execution)
+                failures = 0
+            except ApiException as exc:
+                if exc.status not in (404, 409, 422):
+                    failures = await self._back_off(key, exc, failures)
+                    continue
+                # Gone, or replaced by another pod of that name: it ended here.
+                execution = self.tombstone(key)
+                if execution is not None:
+                    self.changed(execution)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                failures = await self._back_off(key, exc, failures)
+
+    async def _back_off(self, key: PodKey, exc: Exception, failures: int) -> int:
+        delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
+        log.warning("checking pod %s/%s failed (%s); again in %.1fs", *key, exc, delay)
+        await asyncio.sleep(delay)
+        return failures + 1
+
+    async def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        read: Any = self._core.read_namespaced_pod
+        response: aiohttp.ClientResponse = await read(name, namespace, _preload_content=False)
+        async with response:
+            if response.status == 404:
+                return None
+            await raise_for_status(response)
+            pod: dict[str, Any] = json.loads(await response.read())
+            return pod
+
+    async def _relabel(self, namespace: str, name: str, uid: str) -> None:
+        # The UID in the patch is a precondition: the UID is immutable, so a
+        # patch naming another one (the pod was replaced) is refused.
+        body = {"metadata": {"uid": uid, "labels": dict(MANAGED_SELECTOR)}}
+        patch: Any = self._core.patch_namespaced_pod
+        response: aiohttp.ClientResponse = await patch(
+            name, namespace, body, _preload_content=False
+        )
+        async with response:
+            await raise_for_status(response)
+            await response.read()

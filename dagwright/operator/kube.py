@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.crdgen import GROUP, VERSION
+from dagwright.operator.pods import controller_uid
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,26 @@ OWNER_ANNOTATION = f"ownership.{GROUP}/instance"
 OWNER_EPOCH_ANNOTATION = f"ownership.{GROUP}/epoch"
 
 
+class NameTaken(Exception):
+    """A pod's name is held by a pod this execution did not create."""
+
+
+# Epochs are Redis-issued and at least the time in ms (about 1.8e12 in 2026);
+# anything else in the annotation (a hand edit) is not an epoch. Lua numbers
+# are doubles: every integer below 2**53 is exact.
+MAX_EPOCH = 10**15
+_EPOCH = re.compile(r"^[0-9]{1,16}$")
+
+
+def parse_epoch(value: object) -> int | None:
+    """The owner epoch an annotation records; None if it records none we
+    can believe (missing, not plain ASCII digits, or beyond any clock)."""
+    if not isinstance(value, str) or not _EPOCH.match(value):
+        return None
+    epoch = int(value)
+    return epoch if epoch <= MAX_EPOCH else None
+
+
 def error_message(exc: ApiException) -> str:
     """The API server's own sentence for a refused call (from its Status body)."""
     try:
@@ -100,38 +122,63 @@ class Kube:
     async def create_pod(
         self, manifest: dict[str, Any], unless: Callable[[], bool] = lambda: False
     ) -> bool | None:
-        """Create; True if created, False if it already existed (adopted),
-        None if ``unless()`` said no when the request was about to go out."""
+        """Create; True if created, False if it already existed and is ours
+        (adopted), None if ``unless()`` said no when the request was about to
+        go out. A pod of that name controlled by anything else is not ours to
+        adopt: NameTaken."""
+        meta = manifest["metadata"]
         async with self._limit:
             if unless():
                 return None
             try:
                 await _send(
                     self.core.create_namespaced_pod(
-                        manifest["metadata"]["namespace"],
-                        cast(Any, manifest),
-                        _preload_content=False,
+                        meta["namespace"], cast(Any, manifest), _preload_content=False
                     )
                 )
                 return True
             except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                raise
+                if exc.status != 409:
+                    raise
+            existing = await self._read_pod(meta["namespace"], meta["name"])
+        ours = meta["ownerReferences"][0]["uid"]
+        if existing is not None and controller_uid(existing.get("metadata") or {}) == ours:
+            return False
+        # Deleted in between (None) is retried by the core like any lost create.
+        raise NameTaken(
+            f"a pod named {meta['name']} already exists and is not this execution's"
+            if existing is not None
+            else f"pod {meta['name']} was deleted as it was created"
+        )
 
-    async def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
-        """Delete; ``force`` removes the object at once (grace period 0), for a
-        pod whose node is gone and whose kubelet will never confirm."""
+    async def _read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        read: Any = self.core.read_namespaced_pod
+        response: aiohttp.ClientResponse = await read(name, namespace, _preload_content=False)
+        async with response:
+            if response.status == 404:
+                return None
+            await raise_for_status(response)
+            pod: dict[str, Any] = json.loads(await response.read())
+            return pod
+
+    async def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None:
+        """Delete the pod of that name only if it is still the one with that
+        UID (a precondition: a pod re-created under the name is not touched).
+        ``force`` removes the object at once (grace period 0), for a pod whose
+        node is gone and whose kubelet will never confirm."""
+        body: dict[str, Any] = {"preconditions": {"uid": uid}}
+        if force:
+            body["gracePeriodSeconds"] = 0
         async with self._limit:
             try:
-                options: dict[str, Any] = {"grace_period_seconds": 0} if force else {}
                 await _send(
                     self.core.delete_namespaced_pod(
-                        name, namespace, _preload_content=False, **options
+                        name, namespace, body=cast(Any, body), _preload_content=False
                     )
                 )
             except ApiException as exc:
-                if exc.status != 404:
+                # 404: gone already. 409: the name is another pod's now.
+                if exc.status not in (404, 409):
                     raise
 
     async def _merge_patch_execution(
@@ -204,10 +251,12 @@ class Kube:
         instance: str,
         epoch: int,
         watched: Callable[[], Mapping[str, Any] | None] = lambda: None,
-    ) -> bool:
+    ) -> int | None:
         """Record a new owner epoch on the DAGExecution unless a higher one is
         there already; the resourceVersion precondition makes two claimants
-        serialize. False: a newer owner is recorded (we are fenced out).
+        serialize. None: recorded. Otherwise the higher epoch recorded there
+        (a newer owner's, or a hand edit: the caller takes a term above it).
+        A value that is no epoch (see ``parse_epoch``) is overwritten.
         ``watched()``: its metadata as the watch shows it now. Claims go from
         that, not a GET (a 10,000-job execution is megabytes); after a 409
         they wait for the watch to bring the write that came in between."""
@@ -218,11 +267,11 @@ class Kube:
                     GROUP, VERSION, namespace, "dagexecutions", name
                 )
                 meta = obj["metadata"]
-            recorded = (meta.get("annotations") or {}).get(OWNER_EPOCH_ANNOTATION, "0")
-            if recorded.isdigit() and int(recorded) > epoch:
-                return False
-            if recorded == str(epoch):
-                return True
+            recorded = parse_epoch((meta.get("annotations") or {}).get(OWNER_EPOCH_ANNOTATION))
+            if recorded is not None and recorded > epoch:
+                return recorded
+            if recorded == epoch:
+                return None
             version = meta["resourceVersion"]
             body = {
                 "metadata": {
@@ -232,7 +281,7 @@ class Kube:
             }
             try:
                 await self._merge_patch_execution(namespace, name, body)
-                return True
+                return None
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -253,6 +302,19 @@ class Kube:
                 _content_type="application/merge-patch+json",
                 _preload_content=False,
             )
+        )
+
+    async def pods_on(self, node: str) -> int:
+        """Pods that still run, or may, on ``node`` (DaemonSet pods aside:
+        they go with the node)."""
+        listing = await self.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node}"
+        )
+        return sum(
+            1
+            for pod in listing.items
+            if (pod.status.phase or "Pending") not in ("Succeeded", "Failed")
+            and not any(r.kind == "DaemonSet" for r in pod.metadata.owner_references or [])
         )
 
     async def cordon(self, node: str, annotation: str) -> None:

@@ -1,8 +1,19 @@
-"""Pod manifests for job attempts, and what a pod tells us back. Pure functions."""
+"""Pod manifests for job attempts, and what a pod tells us back. Pure functions.
+
+A pod's identity is what nobody but its creator can change: its name (unique
+per execution instance: it carries a hash of the execution's UID), its
+controller owner reference (the execution's UID) and the job and attempt in
+its container's environment (a pod's spec is immutable). Labels are only a
+way to find our pods with a selector; anyone can edit them, so nothing is
+decided by them.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +22,7 @@ from typing import Any
 from dagwright.core.graph import Job
 from dagwright.core.spec import Toleration
 from dagwright.core.state import PodObservation, PodPhase
+from dagwright.crdgen import GROUP
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 EXECUTION_LABEL = "dagwright.io/execution"
@@ -20,6 +32,8 @@ EPOCH_LABEL = "dagwright.io/epoch"
 POOL_LABEL = "dagwright.io/pool"
 MANAGED_SELECTOR = {MANAGED_BY: "dagwright"}
 POD_SELECTOR = f"{MANAGED_BY}=dagwright"  # the same, as a label selector
+# Identity read back from the (immutable) container environment.
+JOB_ENV, ATTEMPT_ENV, POOL_ENV = "DAGWRIGHT_JOB", "DAGWRIGHT_ATTEMPT", "DAGWRIGHT_POOL"
 
 
 @dataclass(frozen=True)
@@ -53,9 +67,32 @@ def repository(image: str) -> str:
     return name[:colon] if colon > slash else name
 
 
-def pod_name(execution: str, job: str, attempt: int) -> str:
-    """Deterministic: a second create of the same attempt is a 409, never a twin."""
-    return f"{execution}-{job}-{attempt}"
+def instance_hash(uid: str) -> str:
+    """Eight DNS-safe characters (40 bits) of the execution's UID."""
+    digest = hashlib.sha256(uid.encode()).digest()
+    return base64.b32encode(digest).decode()[:8].lower()
+
+
+def pod_name(owner: Owner, job: str, attempt: int) -> str:
+    """Deterministic: a second create of the same attempt is a 409, never a
+    twin. The UID's hash makes it unique per execution instance: a deleted
+    and re-applied execution, or ``a`` with job ``b-c`` beside ``a-b`` with
+    job ``c``, never share a name. (At most 63 + 63 + 8 + 3 + 3 characters:
+    a pod name may have 253.)"""
+    return f"{owner.name}-{job}-{instance_hash(owner.uid)}-{attempt}"
+
+
+def controller_uid(meta: Mapping[str, Any]) -> str | None:
+    """The UID of the DAGExecution that controls this object, if one does."""
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == "DAGExecution"
+            and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+        ):
+            uid = ref.get("uid")
+            return str(uid) if uid else None
+    return None
 
 
 def build_pod(
@@ -78,6 +115,8 @@ def build_pod(
         {"name": "DAGWRIGHT_ATTEMPT", "value": str(attempt)},
         {"name": "DAGWRIGHT_EXECUTION_UID", "value": owner.uid},
     ]
+    if placement.pool:
+        env.append({"name": POOL_ENV, "value": placement.pool})
     if runtime_redis_url:
         # Where the job runtime (worker image) sends heartbeats and checkpoints.
         env.append({"name": "DAGWRIGHT_REDIS_URL", "value": runtime_redis_url})
@@ -158,7 +197,7 @@ def build_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod_name(owner.name, job.name, attempt),
+            "name": pod_name(owner, job.name, attempt),
             "namespace": owner.namespace,
             "labels": labels,
             "annotations": dict(job.annotations),
@@ -183,12 +222,37 @@ def _timestamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def observe(pod: dict[str, Any]) -> PodObservation | None:
-    """The core's view of a pod dict; None for pods that are not job attempts."""
-    labels = pod.get("metadata", {}).get("labels") or {}
-    job, attempt = labels.get(JOB_LABEL), labels.get(ATTEMPT_LABEL)
-    if not job or not attempt or not attempt.isdigit():
+def _why(waiting: Mapping[str, Any]) -> str:
+    reason, message = waiting.get("reason") or "", waiting.get("message") or ""
+    return f"{reason}: {message}"[:500] if message else reason[:500]
+
+
+def identity(pod: Mapping[str, Any]) -> tuple[str, int, str | None] | None:
+    """(job, attempt, pool) from the job container's environment, which no
+    one can edit after the pod is created; None for a pod that is not a job
+    attempt of ours."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") != "job":
+            continue
+        env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+        job, attempt = env.get(JOB_ENV), env.get(ATTEMPT_ENV)
+        if not job or not attempt or not _DIGITS.match(attempt):
+            return None
+        return str(job), int(attempt), env.get(POOL_ENV)
+    return None
+
+
+_DIGITS = re.compile(r"^[0-9]{1,6}$")
+
+
+def observe(pod: dict[str, Any], removed: bool = False) -> PodObservation | None:
+    """The core's view of a pod dict; None for pods that are not job attempts.
+    ``removed``: the pod's last state, as its deletion was reported."""
+    found = identity(pod)
+    if found is None:
         return None
+    job, attempt, pool = found
+    meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     try:
         phase = PodPhase(status.get("phase") or "Pending")
@@ -197,20 +261,41 @@ def observe(pod: dict[str, Any]) -> PodObservation | None:
     exit_code: int | None = None
     finished: float | None = None
     reason = status.get("reason") or ""
+    waiting = ""
     for container in status.get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        if container.get("name") == "job" and terminated:
+        if container.get("name") != "job":
+            continue
+        state = container.get("state") or {}
+        terminated = state.get("terminated")
+        if terminated:
             exit_code = terminated.get("exitCode")
             finished = _timestamp(terminated.get("finishedAt"))
             reason = reason or terminated.get("reason") or ""
+        elif state.get("waiting"):
+            waiting = _why(state["waiting"])
+    unschedulable: float | None = None
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            unschedulable = _timestamp(condition.get("lastTransitionTime")) or 0.0
+            waiting = waiting or _why(condition)
     return PodObservation(
         job=job,
-        attempt=int(attempt),
+        attempt=attempt,
         phase=phase,
         started_at=_timestamp(status.get("startTime")),
         finished_at=finished,
         exit_code=exit_code,
         reason=reason,
-        deleting=bool(pod.get("metadata", {}).get("deletionTimestamp")),
+        deleting=bool(meta.get("deletionTimestamp")),
         node=(pod.get("spec") or {}).get("nodeName"),
+        pool=pool,
+        waiting=waiting,
+        unschedulable_since=unschedulable,
+        name=meta.get("name") or "",
+        uid=meta.get("uid") or "",
+        removed=removed,
     )

@@ -10,13 +10,16 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.core.autoscale import PoolObservation, ScaleMemory, decide_scale
+from dagwright.core.autoscale import PoolObservation, ScaleDecision, ScaleMemory, decide_scale
 from dagwright.core.placement import Pool
 from dagwright.core.spec import ScaleTargetRef, WorkerPoolSpec
 from dagwright.operator.runner import Context
 
 log = logging.getLogger(__name__)
 SCALE_DOWN_ANNOTATION = "dagwright.io/scale-down"
+# The label of the nodes made for a pool (by its machine template): only
+# they are ever cordoned for scale-down, whatever the pool's nodeSelector.
+POOL_MARKER = "dagwright.io/pool"
 
 
 @dataclass
@@ -45,13 +48,25 @@ class PoolController:
         desired: int | None = spec.replicas
         reason = "manual (spec.replicas)" if desired is not None else ""
         if spec.autoscaling is not None:
-            decision = decide_scale(
-                spec.autoscaling,
-                PoolObservation(schedulable, used, queued, spec.max_concurrency),
-                status.get("desiredNodes"),
-                self.memory.get(name, ScaleMemory()),
-                time.time(),
+            # Only nodes made for this pool may go: a broad or mistyped
+            # nodeSelector must never cordon another team's machines.
+            removable = frozenset(
+                n.name for n in members if n.labels.get(POOL_MARKER) == name and n.schedulable
             )
+            memory, now = self.memory.get(name, ScaleMemory()), time.time()
+
+            def decide(removable: frozenset[str]) -> ScaleDecision:
+                assert spec.autoscaling is not None
+                seen = PoolObservation(
+                    schedulable, used, queued, spec.max_concurrency, removable=removable
+                )
+                return decide_scale(spec.autoscaling, seen, status.get("desiredNodes"), memory, now)
+
+            decision = decide(removable)
+            # No dagwright slot is not idle: a node running any pod stays.
+            occupied = {n for n in decision.drain if await self.ctx.kube.pods_on(n)}
+            if occupied:
+                decision = decide(removable - occupied)
             self.memory[name] = decision.memory
             desired, reason = decision.desired, decision.reason
             for node in decision.drain:

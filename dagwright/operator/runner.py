@@ -22,9 +22,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from dagwright.core import record
 from dagwright.core.graph import Dag, InvalidDag, Job, build_dag
 from dagwright.core.ownership import preferred_owner
-from dagwright.core.placement import Pool, capabilities, choose_pool, eligible
+from dagwright.core.placement import (
+    Pool,
+    capabilities,
+    choose_pool,
+    eligible,
+    forbidden_annotations,
+)
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import (
     DeletePod,
@@ -32,6 +39,7 @@ from dagwright.core.reconcile import (
     Plan,
     Snapshot,
     StartPod,
+    collect_pods,
     reconcile,
     start_admitted,
 )
@@ -40,7 +48,13 @@ from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservat
 from dagwright.core.status import MAX_JOBS_IN_STATUS
 from dagwright.operator import metrics
 from dagwright.operator.informer import AttemptKey, ExecutionPods, PodInformer
-from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, Kube, error_message
+from dagwright.operator.kube import (
+    OWNER_EPOCH_ANNOTATION,
+    Kube,
+    NameTaken,
+    error_message,
+    parse_epoch,
+)
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import FencedOut, Store
@@ -151,10 +165,12 @@ class Context:
     view: ClusterView
     pods: PodInformer
     priority_classes: bool = False
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # Keyed by the execution's UID: a deleted and re-applied execution of the
+    # same name is another one, and its runner may start before the old one ends.
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     # Runners waiting for a pool slot, woken when any slot is released.
-    waiting: set[tuple[str, str]] = field(default_factory=set)
-    owned: set[tuple[str, str]] = field(default_factory=set)  # executions this instance owns
+    waiting: set[str] = field(default_factory=set)
+    owned: set[str] = field(default_factory=set)  # executions this instance owns
     # Operator instances with a fresh heartbeat -> executions each owns.
     peers: dict[str, int] = field(default_factory=dict)
 
@@ -164,22 +180,22 @@ class Context:
         instances = max(len(self.peers), 1)
         return len(self.owned) > -(-total // instances)  # ceil
 
-    wanted: dict[tuple[str, str], int] = field(default_factory=dict)  # ready jobs without a slot
+    wanted: dict[str, int] = field(default_factory=dict)  # ready jobs without a slot
     node_readiness: dict[str, bool] = field(default_factory=dict)
     paused: bool = False  # the cluster-wide queue switch (REST: /queue/pause)
 
-    def wake(self, namespace: str, name: str) -> None:
-        event = self.wakeups.get((namespace, name))
+    def wake(self, uid: str) -> None:
+        event = self.wakeups.get(uid)
         if event is not None:
             event.set()
 
     def wake_owned(self) -> None:
-        for key in list(self.owned):
-            self.wake(*key)
+        for uid in list(self.owned):
+            self.wake(uid)
 
     def wake_waiting(self) -> None:
-        for key in list(self.waiting):
-            self.wake(*key)
+        for uid in list(self.waiting):
+            self.wake(uid)
 
 
 def failpoint(settings: OperatorSettings, name: str) -> None:
@@ -217,7 +233,8 @@ class ExecutionRunner:
         meta = body["metadata"]
         self.owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
         self.key = (self.owner.namespace, self.owner.name)
-        self.wakeup = ctx.wakeups.setdefault(self.key, asyncio.Event())
+        self.uid = self.owner.uid
+        self.wakeup = ctx.wakeups[self.uid] = asyncio.Event()
         self.epoch: int | None = None
         self.lease_deadline = 0.0  # monotonic
         self.lease_free_at = 0.0  # monotonic: when another owner's lease could lapse
@@ -246,6 +263,12 @@ class ExecutionRunner:
         self.queued: set[str] = set()  # wanted jobs that have their place in a pool queue
         self.requeue_at = 0.0  # monotonic: when every wanted job asks again
         self.unschedulable = ""  # why wanted jobs cannot get a slot, if no pool can take them
+        # Attempts whose pod the API server refused, with its reason (the core fails them).
+        self.refused: dict[AttemptKey, str] = {}
+        # Jobs whose outcome the status record holds (acknowledged by the API server).
+        self.recorded: frozenset[str] = frozenset()
+        self.warned: set[str] = set()  # Warning events already sent (bad metadata)
+        self.beats: dict[AttemptKey, float] = {}  # last heartbeat seen of running attempts
 
     # --- ownership -------------------------------------------------------
 
@@ -267,31 +290,41 @@ class ExecutionRunner:
         )
         if epoch is None:
             self.epoch, self.states = None, None
-            self.ctx.owned.discard(self.key)
+            self.ctx.owned.discard(self.uid)
             self.lease_free_at = requested + left
             return False
         if epoch != self.epoch:
             # New term: record it on the object (resourceVersion precondition),
             # so an instance that believes in an older epoch sees it is fenced.
-            if not await self.ctx.kube.claim_execution(
-                self.owner.namespace,
-                self.owner.name,
-                s.instance_id,
-                epoch,
-                lambda: self.body.get("metadata"),
-            ):
-                # Redis handed out an epoch below one already recorded (its
-                # data was lost and the clock went back): let the other owner be.
-                await self.ctx.store.release(self.owner.uid, s.instance_id)
-                raise FencedOut(f"the object records an owner epoch above {epoch}")
+            higher = await self._claim(epoch)
+            if higher is not None:
+                # The object records a higher epoch than Redis issued: Redis
+                # lost its data and the clock went back, or someone edited the
+                # annotation. A term above it fences every earlier holder
+                # either way (and the claim overwrites the annotation).
+                epoch, _ = await self.ctx.store.try_acquire(
+                    self.owner.uid, s.instance_id, s.lease_seconds, least=higher + 1
+                )
+                if epoch is None or await self._claim(epoch) is not None:
+                    await self.ctx.store.release(self.owner.uid, s.instance_id)
+                    raise FencedOut(f"the object records an owner epoch above {epoch}")
             self.states = None  # start from what is persisted
             log.info("owning %s/%s (epoch %d)", *self.key, epoch)
-        self.ctx.owned.add(self.key)
+        self.ctx.owned.add(self.uid)
         self.epoch = epoch
         self.free_since = None
         # Counted from before the request: a slow round trip shortens our term, never lengthens it.
         self.lease_deadline = requested + s.lease_seconds
         return True
+
+    async def _claim(self, epoch: int) -> int | None:
+        return await self.ctx.kube.claim_execution(
+            self.owner.namespace,
+            self.owner.name,
+            self.ctx.settings.instance_id,
+            epoch,
+            lambda: self.body.get("metadata"),
+        )
 
     async def _hand_off(self) -> bool:
         """Rebalance after instances join: give an execution up, between two
@@ -305,7 +338,7 @@ class ExecutionRunner:
             return False
         log.info("handing %s/%s over to %s (rebalancing)", *self.key, preferred)
         # Before any await: other runners deciding meanwhile see the new count.
-        self.ctx.owned.discard(self.key)
+        self.ctx.owned.discard(self.uid)
         self.ctx.peers[s.instance_id] = len(self.ctx.owned)
         self.epoch, self.states = None, None
         await self.ctx.store.release(self.owner.uid, s.instance_id)
@@ -339,18 +372,21 @@ class ExecutionRunner:
         return min(renew_every, max(until_free, 0.0) + 0.05)
 
     def _finished(self) -> bool:
-        return (self.body.get("status") or {}).get("phase") in _FINISHED
+        """Whether the status shows a finished execution and its record agrees
+        that every job ended: a phase alone (a hand edit, say) is a report,
+        not a reason to stop running the execution."""
+        status = self.body.get("status") or {}
+        if status.get("phase") not in _FINISHED:
+            return False
+        names = _job_names(self.body)
+        outcomes = record.decode(names, status.get("record"))
+        return outcomes is not None and len(outcomes) == len(names)
 
     def _fenced_by_object(self) -> bool:
         """The object (live from the watch) names a newer owner epoch than ours."""
         annotations = (self.body.get("metadata") or {}).get("annotations") or {}
-        recorded = annotations.get(OWNER_EPOCH_ANNOTATION)
-        return (
-            self.epoch is not None
-            and recorded is not None
-            and recorded.isdigit()
-            and int(recorded) > self.epoch
-        )
+        recorded = parse_epoch(annotations.get(OWNER_EPOCH_ANNOTATION))
+        return self.epoch is not None and recorded is not None and recorded > self.epoch
 
     def _lease_lost(self) -> bool:
         return not self._lease_valid()
@@ -369,6 +405,7 @@ class ExecutionRunner:
         s = self.ctx.settings
         renew_every = s.lease_seconds / 3
         failures = 0
+        fenced = 0
         try:
             while not stopped:
                 if self.epoch is None and self._finished():
@@ -392,12 +429,15 @@ class ExecutionRunner:
                             wait = min(wait, max(wake_at - time.time(), 0.0))
                     else:
                         wait = self._idle_wait(renew_every)
-                    failures = 0
+                    failures = fenced = 0
                 except FencedOut as exc:
                     log.warning("lost ownership of %s/%s: %s", *self.key, exc)
                     self.epoch, self.states = None, None
-                    self.ctx.owned.discard(self.key)
-                    wait = self._idle_wait(renew_every)
+                    self.ctx.owned.discard(self.uid)
+                    # Fenced again and again (the object keeps naming a newer
+                    # owner nobody holds): back off, up to a renew period.
+                    fenced += 1
+                    wait = max(self._idle_wait(renew_every), min(0.05 * 2**fenced, renew_every))
                 except (OSError, ApiException, RedisError) as exc:
                     # Transient (API server or Redis away): retry soon, from persisted state.
                     failures += 1
@@ -406,14 +446,28 @@ class ExecutionRunner:
                         "reconciling %s/%s failed (%s); retrying in %.1fs", *self.key, exc, wait
                     )
                     self.states = None
+                except Exception as exc:
+                    # Whatever this execution's object or state holds, it may
+                    # cost the operator a bounded share: log, say so, back off.
+                    failures += 1
+                    wait = min(0.5 * 2**failures, 60.0)
+                    log.exception("reconciling %s/%s failed; retrying in %.1fs", *self.key, wait)
+                    self._warn_once("ReconcileError", f"{type(exc).__name__}: {exc}")
+                    self.states = None
                 await self._sleep(wait, stopped)
         finally:
             for task in [*self.creating.values(), *filter(None, [self.publishing])]:
                 task.cancel()
-            self.ctx.wakeups.pop(self.key, None)
-            self.ctx.owned.discard(self.key)
-            self.ctx.waiting.discard(self.key)
-            self.ctx.wanted.pop(self.key, None)
+            if self.ctx.wakeups.get(self.uid) is self.wakeup:
+                del self.ctx.wakeups[self.uid]
+            self.ctx.owned.discard(self.uid)
+            self.ctx.waiting.discard(self.uid)
+            self.ctx.wanted.pop(self.uid, None)
+
+    def _warn_once(self, reason: str, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            kopf.event(self.body, type="Warning", reason=reason, message=message[:1000])
 
     async def _sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stopped.wait())]
@@ -461,9 +515,16 @@ class ExecutionRunner:
                 lost, gone = health(pod.node)
                 if lost:
                     pods[key] = replace(pod, node_lost=True, node_gone=gone)
-        await self._add_heartbeats(pods, unfinished)
         if self.states is None:
             self.states = await self._restore(dag, pods.values())
+        await self._add_heartbeats(pods, unfinished)
+        if not self.states.keys() <= dag.jobs.keys():
+            # The spec lost jobs while the execution ran (admission refuses
+            # that; a cluster without CEL rules may not): their pods would
+            # run on unseen. End it, and them.
+            removed = ", ".join(sorted(self.states.keys() - dag.jobs.keys()))
+            await self._invalid(f"jobs were removed from a running execution: {removed}")
+            return True, None
         now = time.time()
         pools = self.view.pools()
         snap = Snapshot(
@@ -478,8 +539,18 @@ class ExecutionRunner:
             pod_gc=spec.pod_gc.strategy,
             forced_failover=frozenset(p.name for p in pools if p.spec.force_failover),
             heartbeat_timeout=self.ctx.settings.job_heartbeat_timeout_seconds,
+            refused=self.refused,
+            recorded=self.recorded,
+            start_timeout=self.ctx.settings.job_start_timeout_seconds,
         )
         plan = reconcile(snap)
+        if self.refused:  # settled once the core failed the attempt
+            self.refused = {
+                key: why
+                for key, why in self.refused.items()
+                if plan.jobs[key[0]].attempt == key[1]
+                and plan.jobs[key[0]].phase is JobPhase.STARTING
+            }
         self.computed = time.perf_counter() - computing
         if plan.wants:
             if await self._admit(dag, plan, pools):
@@ -487,11 +558,11 @@ class ExecutionRunner:
                 plan = start_admitted(replace(snap, admitted=self.admitted), plan)
                 self.computed += time.perf_counter() - computing
             if plan.wants:
-                self.ctx.waiting.add(self.key)
+                self.ctx.waiting.add(self.uid)
         if not plan.wants:
-            self.ctx.waiting.discard(self.key)
+            self.ctx.waiting.discard(self.uid)
             self.unschedulable = ""
-        self.ctx.wanted[self.key] = len(plan.wants)
+        self.ctx.wanted[self.uid] = len(plan.wants)
         # Persist before acting: a crash after this write and before a pod
         # create re-creates the same deterministic name (409, adopt); the
         # reverse order could start an attempt the state does not know of.
@@ -506,7 +577,7 @@ class ExecutionRunner:
             raise FencedOut("the object names a newer owner")
         if not self._lease_valid():
             return False, None  # renew first; the actions are recomputed next pass
-        await self._act(dag, plan)
+        await self._act(dag, plan, pods)
         await self._account_slots(pods)
         unused = [
             n for n in self.admitted if plan.jobs[n].phase is not JobPhase.READY or spec.suspend
@@ -517,7 +588,11 @@ class ExecutionRunner:
             )
         retry_publish_at = await self._publish(dag, plan, now)
         if plan.phase.terminal:
-            self.ctx.waiting.discard(self.key)
+            # The final status (and its record) is in: the pods the policy
+            # collects at the end may go now.
+            final = replace(snap, recorded=self.recorded)
+            await self._delete_pods(collect_pods(final, plan.phase, plan.jobs), pods)
+            self.ctx.waiting.discard(self.uid)
             await self.ctx.store.expire(
                 self.owner.uid, self.epoch, self.ctx.settings.finished_ttl_seconds
             )
@@ -529,33 +604,66 @@ class ExecutionRunner:
     async def _add_heartbeats(
         self, pods: dict[AttemptKey, PodObservation], unfinished: Iterable[AttemptKey]
     ) -> None:
-        """Heartbeats of running attempts (one MGET), when their runtime sends them."""
+        """Heartbeats of running attempts (one MGET), when their runtime sends
+        them. An attempt known to have heartbeated whose key is gone (it
+        expired: the runtime went silent) counts as silent since we first saw
+        it missing, so the timeout fires whatever the key's lifetime."""
         running = [key for key in unfinished if pods[key].phase is PodPhase.RUNNING]
+        self.beats = {key: at for key, at in self.beats.items() if key in running}
         if not running:
             return
         beats = await self.ctx.store.job_heartbeats(self.owner.uid, [job for job, _ in running])
+        states = self.states or {}
+        now = time.time()
         for job, attempt in running:
             beat = beats.get(job)
             if beat and beat.get("attempt") == attempt:
-                pods[(job, attempt)] = replace(pods[(job, attempt)], heartbeat_at=float(beat["at"]))
+                at = self.beats[(job, attempt)] = float(beat["at"])
+            else:
+                state = states.get(job)
+                if state is None or state.attempt != attempt or not state.heartbeats:
+                    continue
+                at = self.beats.setdefault((job, attempt), now)
+            pods[(job, attempt)] = replace(pods[(job, attempt)], heartbeat_at=at)
 
     async def _restore(self, dag: Dag, pods: Iterable[PodObservation]) -> dict[str, JobState]:
         assert self.epoch is not None
         states = await self.ctx.store.load(self.owner.uid)
         if states:
             return states
-        # Nothing in Redis: a first run, or Redis lost it. Pods and status are the record.
-        recorded = {
-            j["name"]: JobPhase(j["phase"])
-            for j in (self.body.get("status") or {}).get("jobs") or []
-        }
-        states = rebuild(dag, pods, recorded, now=time.time())
+        # Nothing in Redis: a first run, or Redis lost it. The pods and the
+        # status record (never the status's phases, a report) are the record.
+        assert self.spec is not None
+        outcomes = record.decode(
+            [j.name for j in self.spec.jobs],
+            (self.body.get("status") or {}).get("record"),
+            cancelled=self.spec.shutdown is not None,
+        )
+        self.recorded = frozenset(outcomes or ())
+        states = rebuild(dag, pods, outcomes, now=time.time())
         if any(s.attempt or s.phase.terminal for s in states.values()):
             log.warning("rebuilt state of %s/%s from its pods and status", *self.key)
             await self.ctx.store.save(self.owner.uid, self.epoch, states)
         return states
 
-    async def _act(self, dag: Dag, plan: Plan) -> None:
+    async def _delete_pods(
+        self, actions: Iterable[DeletePod], pods: Mapping[AttemptKey, PodObservation]
+    ) -> None:
+        """Delete the pods seen for these attempts, each only while it is the
+        pod we saw (UID precondition). One not seen yet is left: the core asks
+        again once the watch shows it."""
+        deletes = []
+        for action in actions:
+            pod = pods.get((action.job, action.attempt))
+            if pod is None or pod.removed or not pod.uid:
+                continue
+            deletes.append(
+                self.ctx.kube.delete_pod(self.owner.namespace, pod.name, pod.uid, action.force)
+            )
+        if deletes:
+            await asyncio.gather(*deletes)
+
+    async def _act(self, dag: Dag, plan: Plan, pods: Mapping[AttemptKey, PodObservation]) -> None:
         assert self.epoch is not None
         pools = {p.name: p for p in self.view.pools()}
         starts = []
@@ -565,10 +673,7 @@ class ExecutionRunner:
                 self.admitted.pop(action.job, None)
                 starts.append(action)
             elif isinstance(action, DeletePod):
-                name = pod_name(self.owner.name, action.job, action.attempt)
-                deletes.append(
-                    self.ctx.kube.delete_pod(self.owner.namespace, name, force=action.force)
-                )
+                deletes.append(action)
             elif (
                 isinstance(action, Emit) and len(dag.jobs) <= self.ctx.settings.job_events_max_jobs
             ):
@@ -582,19 +687,18 @@ class ExecutionRunner:
                 metrics.count_job_event(action.reason)
         # Deletes first: a replacement is never created before the pod it
         # replaces was (force-)deleted, even as seen by a watcher.
-        if deletes:
-            await asyncio.gather(*deletes)
+        await self._delete_pods(deletes, pods)
         starts = [
             a
             for a in starts
             # Still being created: a second POST would only get a 409.
-            if pod_name(self.owner.name, a.job, a.attempt) not in self.creating
+            if pod_name(self.owner, a.job, a.attempt) not in self.creating
         ]
         # One round trip for all, here: a read per create task would open a
         # Redis connection per pod being created (a thousand on a wide layer).
         checkpoints = await self.ctx.store.checkpoints(self.owner.uid, [a.job for a in starts])
         for action in starts:
-            name = pod_name(self.owner.name, action.job, action.attempt)
+            name = pod_name(self.owner, action.job, action.attempt)
             task = asyncio.create_task(
                 self._start(
                     dag.jobs[action.job],
@@ -635,31 +739,56 @@ class ExecutionRunner:
         state: JobState,
         checkpoint: Mapping[str, Any] | None,
     ) -> None:
-        """Create one attempt's pod. Failures are logged, not raised: the job
-        stays STARTING and the core re-creates its pod when the watch has not
-        shown it after a while (RECREATE_AFTER_SECONDS)."""
-        name = pod_name(self.owner.name, job.name, action.attempt)
+        """Create one attempt's pod. A create the API server refuses for good
+        (4xx other than a conflict or a throttle) fails the attempt: the core
+        counts it against the job's retries and says why. Other failures are
+        logged: the job stays STARTING and the core creates its pod again when
+        the watch has not shown it after a while (RECREATE_AFTER_SECONDS)."""
+        name = pod_name(self.owner, job.name, action.attempt)
+        placement = self._placement(job, action, pools)
+        pool = pools.get(placement.pool) if placement.pool else None
+        forbidden = forbidden_annotations(job.annotations, pool)
+        if forbidden:
+            where = f"WorkerPool {pool.name}" if pool is not None else "a job outside any pool"
+            self._refuse(
+                job.name,
+                action.attempt,
+                f"annotation {', '.join(forbidden)} is Kubernetes' own and {where} does not "
+                "allow it (WorkerPool spec.allowedAnnotations)",
+            )
+            self.wakeup.set()
+            return
         try:
             manifest = build_pod(
                 self.owner,
                 job,
                 action.attempt,
                 epoch,
-                self._placement(job, action, pools),
+                placement,
                 f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None,
                 checkpoint,
                 runtime_redis_url=self.ctx.settings.job_redis_url,
                 runtime_image=self.ctx.settings.worker_image,
             )
             await self._create(manifest, state)
+        except NameTaken as exc:
+            self._refuse(job.name, action.attempt, str(exc))
         except ApiException as exc:
-            log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc.reason)
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
+                why = f"the API server refused pod {name}: {error_message(exc)}"
+                self._refuse(job.name, action.attempt, why)
+            else:
+                log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc.reason)
         except OSError as exc:
             log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc)
         else:
             failpoint(self.ctx.settings, "after-create")
         finally:
             self.wakeup.set()  # so the next pass sees the create's outcome
+
+    def _refuse(self, job: str, attempt: int, why: str) -> None:
+        self.refused[(job, attempt)] = why
+        kopf.event(self.body, type="Warning", reason="PodCreateFailed", message=why[:1000])
 
     async def _admit(self, dag: Dag, plan: Plan, pools: list[Pool]) -> bool:
         """Ask the pools' queues for slots for the wanted jobs; True if any granted.
@@ -774,25 +903,29 @@ class ExecutionRunner:
         self.holding = holding
 
     async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
-        try:
-            # The lease is checked per pod, when the request is about to go out
-            # (after waiting for a free connection): a process paused meanwhile
-            # must not create on waking. The next owner (or our next term)
-            # recreates the pod from the persisted state.
-            created = await self.ctx.kube.create_pod(manifest, unless=self._lease_lost)
-        except ApiException as exc:
-            if exc.status in (400, 403, 422):
-                # Refused for good until someone fixes RBAC, quotas or the spec:
-                # say so on the execution (the attempt is retried on later passes).
-                message = f"pod {manifest['metadata']['name']}: {error_message(exc)}"
-                kopf.event(self.body, type="Warning", reason="PodCreateFailed", message=message)
-            raise
+        # The lease is checked per pod, when the request is about to go out
+        # (after waiting for a free connection): a process paused meanwhile
+        # must not create on waking. The next owner (or our next term)
+        # recreates the pod from the persisted state.
+        created = await self.ctx.kube.create_pod(manifest, unless=self._lease_lost)
         if created:
             metrics.JOBS_STARTED.inc()
             if state.ready_at is not None and state.attempt == 1:
                 metrics.SCHEDULING_LATENCY.observe(max(time.time() - state.ready_at, 0.0))
 
     async def _invalid(self, message: str) -> None:
+        """Fail the execution for its spec, stopping whatever of it still runs:
+        no pod outlives the execution's run unseen."""
+        alive = self.pods().all
+        await self._delete_pods(
+            (DeletePod(job, attempt, "invalid") for (job, attempt), p in alive.items() if p.alive),
+            alive,
+        )
+        if self.holding:
+            await self.ctx.slots.release(
+                (slot.pool, member(self.uid, job)) for job, slot in self.holding.items()
+            )
+            self.holding = {}
         generation = self.body["metadata"].get("generation")
         status = {
             "phase": ExecutionPhase.FAILED.value,
@@ -833,9 +966,11 @@ class ExecutionRunner:
         status = self.summary(dag, plan, now)
         if status == self.last_status:
             return None
+        ended = frozenset(n for n, s in plan.jobs.items() if s.phase.terminal)
         if plan.phase.terminal:  # out before the lease is released
             await self.ctx.kube.patch_execution_status(*self.key, status)
             self.last_status, self.last_status_at = status, time.monotonic()
+            self.recorded = ended
             return None
         self.last_status, self.last_status_at = status, time.monotonic()
         # Beside the passes, not inside them: a patch makes the API server
@@ -843,23 +978,25 @@ class ExecutionRunner:
         # DAG, see settings.status_interval_jobs), and a pass that waited for
         # it created no pods meanwhile. On a 1,000-job layered DAG, p95
         # scheduling latency went from 0.91-0.95 s to 0.31-0.35 s.
-        self.publishing = asyncio.create_task(self._patch_status(status))
+        self.publishing = asyncio.create_task(self._patch_status(status, ended))
         self.publishing.add_done_callback(lambda _: self.wakeup.set())
         return None
 
-    async def _patch_status(self, status: dict[str, Any]) -> None:
+    async def _patch_status(self, status: dict[str, Any], ended: frozenset[str]) -> None:
         if self._lease_lost():
             # Not ours to write while the lease is in doubt: renewed, we send
             # it again; taken over, the next owner publishes its own.
             self.last_status = None
             return
         await self.ctx.kube.patch_execution_status(*self.key, status)
+        self.recorded = ended  # their pods may be collected now
 
     def summary(self, dag: Dag, plan: Plan, now: float) -> dict[str, Any]:
         counts = dict.fromkeys(
             [
                 "waiting",
                 "ready",
+                "starting",
                 "running",
                 "backoff",
                 "succeeded",
@@ -870,12 +1007,7 @@ class ExecutionRunner:
             0,
         )
         for state in plan.jobs.values():
-            key = (
-                "running"
-                if state.phase in (JobPhase.STARTING, JobPhase.RUNNING)
-                else state.phase.value.lower()
-            )
-            counts[key] += 1
+            counts[state.phase.value.lower()] += 1
         finished = sum(1 for s in plan.jobs.values() if s.phase.terminal)
         recorded = self.body.get("status") or {}
         if self.started_at is None:
@@ -918,6 +1050,10 @@ class ExecutionRunner:
         }
         if self.unschedulable and not terminal:
             status["message"] = self.unschedulable
+        assert self.spec is not None
+        status["record"] = record.encode(
+            [j.name for j in self.spec.jobs], {n: s.phase for n, s in plan.jobs.items()}
+        )
         if len(plan.jobs) <= MAX_JOBS_IN_STATUS:
             status["jobs"] = [
                 {
@@ -934,6 +1070,11 @@ class ExecutionRunner:
                 for name, s in plan.jobs.items()
             ]
         return status
+
+
+def _job_names(body: Mapping[str, Any]) -> list[str]:
+    jobs = (body.get("spec") or {}).get("jobs") or []
+    return [str(j.get("name")) for j in jobs if isinstance(j, Mapping)]
 
 
 def _plain(value: Any) -> Any:

@@ -31,17 +31,19 @@ PAUSED_KEY = "dw:queue:paused"
 QUEUE_CHANNEL = "dw:queue"
 WORKERS_PREFIX = "dw:worker:"
 
-# KEYS: lease, epoch. ARGV: instance id, ttl ms.
+# KEYS: lease, epoch. ARGV: instance id, ttl ms, least epoch of a new term.
 # Returns the epoch held by this instance, or -(ttl left) when another owns it.
 _ACQUIRE = """
+local least = tonumber(ARGV[3])
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   local held = redis.call('GET', KEYS[2])
-  if held then
+  if held and tonumber(held) >= least then
     return tonumber(held)
   end
-  -- The epoch was lost under a surviving lease: start a new term.
+  -- The epoch was lost under a surviving lease, or a higher one was issued
+  -- (the object records it): start a new term.
 elseif owner then
   return -math.max(redis.call('PTTL', KEYS[1]), 1)
 else
@@ -51,10 +53,10 @@ end
 -- if Redis lost the key or the last increments (flush, failover, AOF everysec
 -- losing its last second): a lost epoch never comes back into force.
 local now = redis.call('TIME')
-local floor = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local floor = math.max(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), least)
 local epoch = redis.call('INCR', KEYS[2])
 if epoch < floor then
-  redis.call('SET', KEYS[2], floor)
+  redis.call('SET', KEYS[2], string.format('%d', floor))
   epoch = floor
 end
 return epoch
@@ -116,12 +118,16 @@ class Store:
         return (await self.try_acquire(uid, instance, ttl_seconds))[0]
 
     async def try_acquire(
-        self, uid: str, instance: str, ttl_seconds: float
+        self, uid: str, instance: str, ttl_seconds: float, least: int = 0
     ) -> tuple[int | None, float]:
-        """(epoch held, 0) or (None, seconds until the other owner's lease lapses)."""
+        """(epoch held, 0) or (None, seconds until the other owner's lease
+        lapses). ``least``: the held epoch must be at least this, or a new
+        term above it begins."""
         _, lease, epoch = self._keys(uid)
         result = int(
-            await self._acquire(keys=[lease, epoch], args=[instance, int(ttl_seconds * 1000)])
+            await self._acquire(
+                keys=[lease, epoch], args=[instance, int(ttl_seconds * 1000), least]
+            )
         )
         return (result, 0.0) if result > 0 else (None, -result / 1000)
 

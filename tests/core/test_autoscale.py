@@ -32,9 +32,10 @@ def test_scale_up_waits_for_the_delay() -> None:
 
 def test_idle_nodes_are_drained_after_the_delay_but_never_busy_ones_or_below_min() -> None:
     observation = seen({"n1": 1, "n2": 0, "n3": 0})
-    first = decide_scale(SPEC, observation, 3, ScaleMemory(), now=0)
+    spec = SPEC.model_copy(update={"scale_down_step": 2})
+    first = decide_scale(spec, observation, 3, ScaleMemory(), now=0)
     assert first.desired == 3  # idle, but not for long enough
-    later = decide_scale(SPEC, observation, 3, first.memory, now=61)
+    later = decide_scale(spec, observation, 3, first.memory, now=61)
     assert later.desired == 1
     assert later.drain == ("n2", "n3")  # n1 runs a job
     all_idle = seen({"n1": 0})
@@ -61,3 +62,23 @@ def test_desired_always_within_bounds_and_covers_busy_nodes(
     busy = sum(1 for n in used.values() if n > 0)
     assert decision.desired >= min(busy, SPEC.max_nodes)
     assert all(used[n] == 0 for n in decision.drain)
+
+
+def test_scale_down_takes_only_removable_nodes_a_step_at_a_time() -> None:
+    used = {"n1": 0, "n2": 0, "n3": 0, "other": 0}
+    observation = PoolObservation(
+        nodes=tuple(sorted(used)),
+        used=used,
+        queued=0,
+        slots_per_node=2,
+        removable=frozenset({"n1", "n2", "n3"}),  # "other": not made for the pool
+    )
+    spec = SPEC.model_copy(update={"min_nodes": 0})
+    first = decide_scale(spec, observation, 4, ScaleMemory(), now=0)
+    later = decide_scale(spec, observation, 4, first.memory, now=61)
+    assert later.drain == ("n1",)  # one per pass (scaleDownStep 1)
+    assert later.desired == 3
+    gone = PoolObservation(
+        nodes=("other",), used={"other": 0}, queued=0, slots_per_node=2, removable=frozenset()
+    )
+    assert decide_scale(spec, gone, 1, later.memory, now=200).drain == ()

@@ -538,3 +538,20 @@ def test_a_running_attempt_that_stops_heartbeating_is_lost_and_retried_elsewhere
         1,
         ("n1",),
     )
+
+
+def test_a_heartbeat_is_recorded_once_and_a_new_attempt_starts_unwatched() -> None:
+    world = World(make_dag({"a": []}, retries=1))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.pods[("a", 1)] = replace(world.pods[("a", 1)], heartbeat_at=world.now)
+    plan = world.step()
+    assert world.jobs["a"].heartbeats
+    assert "a" in plan.changed
+    assert "a" not in world.step().changed  # recorded once, not per beat
+    world.advance(("a", 1), "fail")
+    world.step()
+    world.now = world.jobs["a"].not_before
+    world.step()
+    assert world.jobs["a"].attempt == 2
+    assert not world.jobs["a"].heartbeats

@@ -13,6 +13,7 @@ from kubernetes_asyncio import client
 
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
+from dagwright.operator.pools import POOL_MARKER
 from tests.conftest import Nodes, Pools, apply_crd, rig_crd, wait_for
 from tests.helpers import create_execution, wait_phase
 
@@ -135,7 +136,8 @@ async def test_pool_scales_up_for_queued_jobs_and_back_down_when_idle(
     pool = await pools.create(
         ["cpu"], size=0, max_concurrency=2, extra_spec={"autoscaling": autoscaling}
     )
-    machines = Machines(kube, nodes, namespace, {"dagwright.io/test-pool": pool})
+    # The machine template marks its nodes as the pool's (POOL_MARKER).
+    machines = Machines(kube, nodes, namespace, {"dagwright.io/test-pool": pool, POOL_MARKER: pool})
     async with running(machines):
         await wait_for("the first machine", lambda: _ready_nodes(objects, pool, 1), within=30)
         spec: dict[str, Any] = {
@@ -202,3 +204,39 @@ async def test_pool_status_and_scale_subresource(kube: client.ApiClient, pools: 
     scale = await objects.get_cluster_custom_object_scale(GROUP, VERSION, "workerpools", pool)
     assert scale["spec"]["replicas"] == 4
     assert scale["status"]["replicas"] == 2  # ready nodes
+
+
+async def test_scale_down_never_touches_nodes_not_made_for_the_pool_or_running_pods(
+    kube: client.ApiClient, core: client.CoreV1Api, namespace: str, pools: Pools, nodes: Nodes
+) -> None:
+    objects = client.CustomObjectsApi(kube)
+    broad = {"dagwright.io/test-broad": namespace}  # a broad selector: it matches all three
+    foreign = await nodes.create(broad)  # another team's machine
+    busy = await nodes.create(broad)  # made for the pool, running another team's pod
+    idle = await nodes.create(broad)  # made for the pool, idle
+    other_pod = {
+        "metadata": {"name": "other-team"},
+        "spec": {
+            "nodeName": busy,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "c", "image": "busybox"}],
+        },
+    }
+    await core.create_namespaced_pod(namespace, other_pod)
+    autoscaling = {"minNodes": 0, "maxNodes": 5, "scaleDownDelay": "1s"}
+    pool = await pools.create(
+        ["cpu"], size=0, extra_spec={"autoscaling": autoscaling, "nodeSelector": broad}
+    )
+    for node in (busy, idle):  # what the pool's machine template would have set
+        await core.patch_node(node, {"metadata": {"labels": {POOL_MARKER: pool}}})
+
+    async def cordoned(name: str) -> bool:
+        return bool((await core.read_node(name)).spec.unschedulable)
+
+    await wait_for("the idle pool node cordoned", lambda: cordoned(idle), within=30)
+    await asyncio.sleep(3)  # several pool intervals more (0.5 s each here)
+    assert not await cordoned(foreign)
+    assert not await cordoned(busy)
+    status = await _pool_status(objects, pool)
+    assert status["nodes"] == 3
+    assert status["desiredNodes"] == 2  # the one node it could remove, and no other

@@ -277,7 +277,7 @@ async def test_timeout_stops_the_attempt_and_counts_as_a_failure(
         "slow-slow-2", type_="ADDED"
     )
     running = history.first("slow-slow-1", phase="Running")
-    deleting = next(e.at for e in history.events if e.name == "slow-slow-1" and e.deleting)
+    deleting = next(e.at for e in history.events if e.key == "slow-slow-1" and e.deleting)
     assert 0.9 <= deleting - running <= 3.0
     history.check_never_twice()
 
@@ -401,7 +401,7 @@ async def test_events_are_recorded_and_deleting_the_execution_removes_its_pods(
         kube, namespace, "tidy", dag([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}])
     )
     await wait_phase(kube, namespace, "tidy", "Succeeded", within=30)
-    pod = await core.read_namespaced_pod("tidy-a-1", namespace)
+    pod = await read_pod(core, namespace, "tidy-a-1")
     assert pod.metadata.labels["dagwright.io/execution"] == "tidy"
     assert pod.metadata.labels["dagwright.io/attempt"] == "1"
     assert pod.metadata.owner_references[0].kind == "DAGExecution"
@@ -449,7 +449,7 @@ async def test_higher_priority_jobs_start_first_when_slots_are_short(
         "high-job-1", type_="ADDED"
     )
     assert history.max_alive() == 1  # the pool's single slot was never exceeded
-    high = await core.read_namespaced_pod("high-job-1", namespace)
+    high = await read_pod(core, namespace, "high-job-1")
     assert high.spec.priority_class_name == "dagwright-priority-9"
     assert high.spec.priority == 900
 

@@ -13,7 +13,6 @@ import signal
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,11 +22,15 @@ from kubernetes_asyncio import client
 from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.devcluster.redis_server import RedisServer
 from dagwright.operator.kube import OWNER_ANNOTATION, OWNER_EPOCH_ANNOTATION
-from tests.conftest import OperatorProcess, Pools, TestCluster, wait_for
-from tests.helpers import PodHistory, create_execution, get_execution, record_pods, wait_phase
-
-LEASE = 3.0
-FAST = {"DAGWRIGHT_LEASE_SECONDS": str(LEASE), "DAGWRIGHT_HEARTBEAT_SECONDS": "0.5"}
+from tests.conftest import LEASE, Fleet, OperatorProcess, Pools, TestCluster, wait_for
+from tests.helpers import (
+    PodHistory,
+    create_execution,
+    get_execution,
+    read_pod,
+    record_pods,
+    wait_phase,
+)
 
 
 def dag(jobs: list[dict[str, Any]], duration: str = "300ms", **spec: Any) -> dict[str, Any]:
@@ -47,55 +50,6 @@ def layered(width: int, depth: int) -> list[dict[str, Any]]:
             )
             jobs.append({"name": f"l{layer}-{i}", "dependsOn": deps})
     return jobs
-
-
-class Fleet:
-    """Operator instances of one test; the shared operator steps aside meanwhile."""
-
-    def __init__(self, cluster: TestCluster, redis_url: str):
-        self.cluster = cluster
-        self.redis_url = redis_url
-        self.instances: list[OperatorProcess] = []
-
-    def start(self, count: int = 1, **env: str) -> list[OperatorProcess]:
-        started = []
-        for _ in range(count):
-            proc = OperatorProcess(self.cluster.kubeconfig, self.redis_url, env={**FAST, **env})
-            proc.start()
-            started.append(proc)
-        self.instances += started
-        return started
-
-    def stop(self) -> None:
-        for proc in self.instances:
-            if proc.process is not None and proc.process.running():
-                with contextlib.suppress(OSError):
-                    proc.process.signal(signal.SIGCONT)  # a paused one must be able to stop
-                proc.stop()
-
-    async def wait_live(self, redis: aioredis.Redis, count: int) -> None:
-        """Until ``count`` instances heartbeat (they know of each other)."""
-
-        async def live() -> bool:
-            return len(await redis.keys("dw:operator:*")) >= count
-
-        await wait_for(f"{count} live operator instances", live, within=30)
-
-    def logs(self) -> str:
-        return "\n".join(p.log.read_text(errors="replace") for p in self.instances)
-
-
-@pytest.fixture
-async def fleet(
-    cluster: TestCluster, redis_server: RedisServer, operator: OperatorProcess
-) -> AsyncIterator[Fleet]:
-    operator.stop()
-    fleet = Fleet(cluster, redis_server.url)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
-        operator.start()
 
 
 async def owners(kube: client.ApiClient, namespace: str, names: list[str]) -> dict[str, str]:
@@ -261,10 +215,8 @@ async def test_a_paused_instance_does_not_act_after_waking(
 
 
 async def _alive(core: client.CoreV1Api, namespace: str, name: str) -> bool:
-    with contextlib.suppress(client.ApiException):
-        pod = await core.read_namespaced_pod(name, namespace)
-        return bool(pod.status.phase == "Running")
-    return False
+    pod = await read_pod(core, namespace, name)
+    return pod is not None and bool(pod.status.phase == "Running")
 
 
 async def _above(kube: client.ApiClient, namespace: str, name: str, epoch: int) -> bool:
@@ -457,7 +409,8 @@ async def test_a_running_pod_deleted_by_hand_is_a_failed_attempt_and_is_retried(
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "manual", spec)
         await wait_for("the pod running", lambda: _alive(core, namespace, "manual-victim-1"))
-        await core.delete_namespaced_pod("manual-victim-1", namespace)
+        victim = await read_pod(core, namespace, "manual-victim-1")
+        await core.delete_namespaced_pod(victim.metadata.name, namespace)
         obj = await wait_phase(kube, namespace, "manual", "Succeeded", "Failed", within=60)
     assert obj["status"]["phase"] == "Succeeded"
     job = obj["status"]["jobs"][0]
@@ -478,12 +431,10 @@ async def test_a_pending_pod_deleted_by_hand_is_recreated_without_using_a_retry(
         await create_execution(kube, namespace, "pending", spec)
 
         async def pending_pod() -> Any:
-            with contextlib.suppress(client.ApiException):
-                return await core.read_namespaced_pod("pending-stuck-1", namespace)
-            return None
+            return await read_pod(core, namespace, "pending-stuck-1")
 
         first = await wait_for("the pending pod", pending_pod)
-        await core.delete_namespaced_pod("pending-stuck-1", namespace)
+        await core.delete_namespaced_pod(first.metadata.name, namespace)
 
         async def recreated() -> Any:
             pod = await pending_pod()
