@@ -8,12 +8,16 @@ import uvicorn
 
 
 def main() -> None:
+    # X-Forwarded-For only from the proxies named (uvicorn's own default
+    # trusts it from loopback, which a sidecar or port-forward shares).
+    trusted = os.environ.get("DAGWRIGHT_API_TRUSTED_PROXIES", "").strip()
     uvicorn.run(
         "dagwright.api.app:create_app",
         factory=True,
         host=os.environ.get("DAGWRIGHT_API_HOST", "0.0.0.0"),
         port=int(os.environ.get("DAGWRIGHT_API_PORT", "8080")),
-        proxy_headers=True,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or "",
     )
 
 

@@ -7,7 +7,7 @@ objects, queues and workers live in Redis.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +23,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dagwright.api.auth import Authenticator, AuthError, Caller
 from dagwright.api.models import (
@@ -46,6 +47,8 @@ from dagwright.operator.kube import error_message, new_api_client
 from dagwright.store.redis_store import Store
 from dagwright.store.slots import queue_key
 
+log = logging.getLogger(__name__)
+
 PREFIX = "/api/distributed"
 
 
@@ -59,9 +62,13 @@ class ApiSettings(BaseSettings):
     token: str | None = None
     worker_heartbeat_timeout_seconds: float = 90.0
     max_body_bytes: int = 4 * 1024 * 1024
-    # Per client (its bearer token, else its address): sustained rate and burst.
+    # Per client (who it is once its token is known good, else its address):
+    # sustained rate and burst.
     rate_per_second: float = 20.0
     rate_burst: int = 40
+    # Addresses (or networks) of the reverse proxies whose X-Forwarded-For is
+    # believed; from anyone else the header is ignored. Comma-separated.
+    trusted_proxies: str = ""
 
 
 class RateLimiter:
@@ -86,10 +93,64 @@ class RateLimiter:
 
 
 def _client_key(request: Request) -> str:
-    auth = request.headers.get("authorization")
-    if auth:
-        return "token:" + hashlib.sha256(auth.encode()).hexdigest()[:16]
+    """Who a request counts against: its caller when its token is known good,
+    else its address (the peer's, or the client a trusted proxy names), so
+    that made-up tokens, each a TokenReview, cannot dodge the limit."""
+    svc: Services | None = getattr(request.app.state, "services", None)
+    caller = svc.auth.known(request.headers.get("authorization", "")) if svc else None
+    if caller is not None:
+        return "user:" + caller.user
     return "addr:" + (request.client.host if request.client else "?")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes as it streams in, chunked or
+    not: a Content-Length over it at once, any body once it passes it."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = _problem(413, f"request body over {self.limit} bytes")
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await refused(scope, receive, send)
+            return
+        received = 0
+        over = answered = False
+
+        async def limited() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    over = True
+                    raise _TooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            # Once the body ran over, whatever the app answers (FastAPI turns
+            # a failed read into a 400) gives way to the 413.
+            nonlocal answered
+            if not over:
+                await send(message)
+            elif not answered:
+                answered = True
+                await refused(scope, receive, send)
+
+        try:
+            await self.app(scope, limited, sending)
+        except _TooLarge:
+            if not answered:
+                await refused(scope, receive, send)
 
 
 class Problem(Exception):
@@ -303,10 +364,22 @@ async def cancel(
 @guarded.get("/queue/stats", response_model=QueueStats, tags=["queue"])
 async def queue_stats(svc: Svc, caller: Who) -> QueueStats:
     await allow(svc, caller, "list", "workerpools")
-    return await _queue_stats(svc)
+    return await _queue_stats(svc, caller)
 
 
-async def _queue_stats(svc: Services) -> QueueStats:
+async def _visible_namespace(svc: Services, caller: Caller) -> str | None:
+    """Whose executions the caller may count: "" for every namespace, the
+    API's namespace, or None for none."""
+    for namespace in ("", svc.settings.namespace):
+        try:
+            await svc.auth.authorize(caller, "list", "dagexecutions", namespace)
+            return namespace
+        except AuthError:
+            continue
+    return None
+
+
+async def _queue_stats(svc: Services, caller: Caller) -> QueueStats:
     pools = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "workerpools"))["items"]
     rows = []
     for pool in pools:
@@ -321,9 +394,17 @@ async def _queue_stats(svc: Services) -> QueueStats:
                 slots_used=st.get("slotsUsed", 0),
             )
         )
-    executions = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, "dagexecutions"))[
-        "items"
-    ]
+    # Executions are counted where the caller may list them, not beyond.
+    namespace = await _visible_namespace(svc, caller)
+    executions: list[dict[str, Any]] = []
+    if namespace == "":
+        listing = await svc.objects.list_cluster_custom_object(GROUP, VERSION, "dagexecutions")
+        executions = listing["items"]
+    elif namespace is not None:
+        listing = await svc.objects.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "dagexecutions"
+        )
+        executions = listing["items"]
     phases: dict[str, int] = {}
     for obj in executions:
         phase = (obj.get("status") or {}).get("phase") or "Pending"
@@ -341,14 +422,14 @@ async def pause(svc: Svc, caller: Who) -> QueueStats:
     """No new job starts anywhere; running jobs finish."""
     await allow(svc, caller, "patch", "workerpools")
     await svc.store.set_paused(True)
-    return await _queue_stats(svc)
+    return await _queue_stats(svc, caller)
 
 
 @guarded.post("/queue/resume", response_model=QueueStats, tags=["queue"])
 async def resume_queue(svc: Svc, caller: Who) -> QueueStats:
     await allow(svc, caller, "patch", "workerpools")
     await svc.store.set_paused(False)
-    return await _queue_stats(svc)
+    return await _queue_stats(svc, caller)
 
 
 # --- workers ----------------------------------------------------------------------
@@ -471,6 +552,13 @@ def _kube_problem(exc: ApiException) -> JSONResponse:
     """The Kubernetes API's answer, translated for the caller: what the caller
     got wrong stays a 4xx with the API server's own message."""
     message = error_message(exc)
+    if exc.status == 413 or any(
+        words in message.lower()
+        for words in ("request is too large", "larger than max", "entity too large")
+    ):
+        return _problem(
+            413, "the execution is too large for the Kubernetes API to store (about 1.5 MB)"
+        )
     if exc.status in (401, 403):
         return _problem(502, "the API's own Kubernetes identity was refused", message)
     if exc.status in (400, 404, 409, 422):
@@ -506,6 +594,22 @@ def create_app(
 
     limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
 
+    # Innermost first: each one added wraps the ones before.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def authenticate_first(request: Request, call_next: Any) -> Any:
+        # FastAPI reads a body before it resolves dependencies: a caller who
+        # is not who they say must not get to send one.
+        if request.method in ("POST", "PUT", "PATCH") and request.url.path != f"{PREFIX}/health":
+            try:
+                await request.app.state.services.auth.authenticate(
+                    request.headers.get("authorization", "")
+                )
+            except AuthError as exc:
+                return _problem(exc.status_code, exc.message)
+        return await call_next(request)
+
     @app.middleware("http")
     async def limit_rate(request: Request, call_next: Any) -> Any:
         if request.url.path != f"{PREFIX}/health":
@@ -514,13 +618,6 @@ def create_app(
                 response = _problem(429, "too many requests", {"retryAfterSeconds": round(wait, 2)})
                 response.headers["Retry-After"] = str(max(1, round(wait)))
                 return response
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return _problem(413, f"request body over {settings.max_body_bytes} bytes")
         return await call_next(request)
 
     @app.exception_handler(Problem)
@@ -539,11 +636,15 @@ def create_app(
         errors = [
             {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()
         ]
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return _problem(400, "malformed JSON", errors)
         return _problem(422, "invalid request", errors)
 
     @app.exception_handler(RedisError)
     async def on_redis(_: Request, exc: RedisError) -> JSONResponse:
-        return _problem(503, "redis unavailable", str(exc))
+        # Where Redis is (host, port) is the operator's business, not the caller's.
+        log.warning("redis: %s", exc)
+        return _problem(503, "redis unavailable")
 
     @app.exception_handler(ApiException)
     async def on_kube(_: Request, exc: ApiException) -> JSONResponse:

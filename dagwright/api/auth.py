@@ -16,6 +16,22 @@ from kubernetes_asyncio import client
 from dagwright.crdgen import GROUP
 
 CACHE_SECONDS = 60.0
+# A refused token is remembered for less: one just issued may be retried soon.
+FAILED_CACHE_SECONDS = 10.0
+# Each cache holds at most this many entries (a flood of distinct tokens must
+# not grow the process): expired ones go first, then the oldest.
+MAX_CACHED = 10_000
+
+
+def _remember(cache: dict[Any, tuple[Any, float]], key: Any, value: Any, seconds: float) -> None:
+    now = time.monotonic()
+    cache.pop(key, None)  # re-inserted last: dicts keep insertion order, oldest first
+    cache[key] = (value, now + seconds)
+    if len(cache) > MAX_CACHED:
+        for stale in [k for k, (_, until) in cache.items() if until <= now]:
+            del cache[stale]
+        while len(cache) > MAX_CACHED:
+            del cache[next(iter(cache))]
 
 
 class AuthError(Exception):
@@ -33,6 +49,9 @@ class Caller:
     static: bool = False  # the static token: no per-request authorization
 
 
+STATIC_CALLER = Caller(user="dagwright:static-token", static=True)
+
+
 @dataclass
 class Authenticator:
     kube: client.ApiClient
@@ -46,17 +65,30 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise AuthError(401, "missing bearer token")
         if self.static_token and secrets.compare_digest(token.encode(), self.static_token.encode()):
-            return Caller(user="dagwright:static-token", static=True)
+            return STATIC_CALLER
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._identities.get(key)
         if cached and cached[1] > time.monotonic():
             caller = cached[0]
         else:
             caller = await self._review(token)
-            self._identities[key] = (caller, time.monotonic() + CACHE_SECONDS)
+            seconds = CACHE_SECONDS if caller is not None else FAILED_CACHE_SECONDS
+            _remember(self._identities, key, caller, seconds)
         if caller is None:
             raise AuthError(401, "invalid or expired token")
         return caller
+
+    def known(self, header: str) -> Caller | None:
+        """The caller a header names if its token is known good (no review
+        made): rate limits then go by who it is, not where it comes from."""
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        if self.static_token and secrets.compare_digest(token.encode(), self.static_token.encode()):
+            return STATIC_CALLER
+        cached = self._identities.get(hashlib.sha256(token.encode()).hexdigest())
+        return cached[0] if cached and cached[1] > time.monotonic() else None
 
     async def _review(self, token: str) -> Caller | None:
         api = client.AuthenticationV1Api(self.kube)
@@ -91,7 +123,7 @@ class Authenticator:
             }
             review = await api.create_subject_access_review(cast(Any, body))
             allowed = bool(review.status and review.status.allowed)
-            self._decisions[key] = (allowed, time.monotonic() + CACHE_SECONDS)
+            _remember(self._decisions, key, allowed, CACHE_SECONDS)
         if not allowed:
             where = f" in namespace {namespace}" if namespace else ""
             raise AuthError(403, f"{caller.user} may not {verb} {resource}.{GROUP}{where}")

@@ -331,3 +331,129 @@ async def test_bursts_get_429_with_retry_after(
             await http.get(f"{P}/execute/none", headers=other)
         ).status_code == 401  # its own bucket
         assert (await http.get(f"{P}/health")).status_code != 429  # health is never limited
+
+
+# Issue 15, items 14-15: what a hostile or careless caller can make the API do --------
+
+
+def limited_app(kube: client.ApiClient, redis_url: str, namespace: str, **settings: Any) -> Any:
+    merged: dict[str, Any] = {"rate_per_second": 0.5, "rate_burst": 5, **settings}
+    return create_app(
+        ApiSettings(redis_url=redis_url, namespace=namespace, token=TOKEN, **merged), kube=kube
+    )
+
+
+async def test_made_up_tokens_and_forwarded_addresses_are_limited_by_address(
+    kube: client.ApiClient, redis_server: RedisServer, namespace: str
+) -> None:
+    app = limited_app(kube, redis_server.url, namespace)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        codes = [
+            (
+                await http.get(
+                    f"{P}/workers",
+                    headers={
+                        "Authorization": f"Bearer bogus-{i}",  # each one a TokenReview
+                        "X-Forwarded-For": f"10.9.8.{i}",  # and a new "client"
+                    },
+                )
+            ).status_code
+            for i in range(8)
+        ]
+        assert codes[:5] == [401] * 5
+        assert codes[5:] == [429] * 3
+
+        # A caller whose token is known good has a bucket of its own.
+        async def answered() -> bool:
+            # (A fresh control plane may still be starting: 503 until it is.)
+            return (await http.get(f"{P}/workers", headers=AUTH)).status_code == 200
+
+        await wait_for("the known caller answered", answered, within=30)
+
+
+async def test_forwarded_headers_count_only_from_trusted_proxies(
+    cluster: Any, redis_server: RedisServer, api_namespace: str
+) -> None:
+    from tests.conftest import API_TOKEN, ApiProcess
+
+    proc = ApiProcess(
+        cluster.kubeconfig,
+        redis_server.url,
+        api_namespace,
+        API_TOKEN,
+        env={"DAGWRIGHT_API_RATE_PER_SECOND": "0.5", "DAGWRIGHT_API_RATE_BURST": "5"},
+    )
+    proc.start()
+    try:
+        async with httpx.AsyncClient(base_url=proc.url) as http:
+            codes = [
+                (
+                    await http.get(
+                        f"{P}/workers",
+                        headers={"Authorization": "Bearer nope", "X-Forwarded-For": f"10.0.0.{i}"},
+                    )
+                ).status_code
+                for i in range(8)
+            ]
+    finally:
+        proc.stop()
+    assert codes[5:] == [429] * 3, codes  # loopback is no trusted proxy by default
+
+
+async def test_bodies_are_limited_as_they_stream_and_only_after_authentication(
+    kube: client.ApiClient, redis_server: RedisServer, namespace: str
+) -> None:
+    app = limited_app(kube, redis_server.url, namespace, rate_burst=100, max_body_bytes=10_000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1000  # chunked: no Content-Length to refuse up front
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        big = await http.post(f"{P}/execute", content=chunks(), headers=AUTH)
+        assert big.status_code == 413
+        stranger = await http.post(
+            f"{P}/execute", content=chunks(), headers={"Authorization": "Bearer nope"}
+        )
+        assert stranger.status_code == 401  # refused before its body was read
+        malformed = await http.post(
+            f"{P}/execute",
+            content=b"{not json",
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert malformed.status_code == 400  # as the README says
+        assert malformed.json()["error"] == "malformed JSON"
+
+
+async def test_redis_trouble_is_a_503_that_does_not_say_where_redis_is(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    app = limited_app(kube, "redis://127.0.0.1:1/0", namespace, rate_burst=100)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        response = await http.get(f"{P}/workers", headers=AUTH)
+    assert response.status_code == 503
+    assert response.json() == {"error": "redis unavailable"}
+
+
+async def test_an_execution_too_large_to_store_is_a_413(
+    kube: client.ApiClient, redis_server: RedisServer, namespace: str
+) -> None:
+    app = limited_app(kube, redis_server.url, namespace, rate_burst=100)
+    body = request([{"id": "a", "config": {"blob": "x" * 2_500_000}}])
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        response = await http.post(f"{P}/execute", json=body, headers=AUTH)
+    assert response.status_code == 413, response.text
+    assert "too large" in response.json()["error"]
+    assert "grpc" not in response.text.lower()
