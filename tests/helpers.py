@@ -40,6 +40,12 @@ async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> Any:
     return None
 
 
+def dag(jobs: list[dict[str, Any]], duration: str = "300ms", **spec: Any) -> dict[str, Any]:
+    """A DAGExecution spec whose jobs need a cpu pool and run ``duration`` on KWOK."""
+    defaults = {"image": "busybox", "requires": ["cpu"], "annotations": {SIM: duration}}
+    return {"defaults": defaults, "jobs": jobs, **spec}
+
+
 async def create_execution(
     kube: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:

@@ -118,6 +118,8 @@ async def _listen_for_freed_slots(ctx: Context, redis: aioredis.Redis) -> None:
                         ctx.wake_owned()
                     else:
                         ctx.wake_waiting()
+        except AuthenticationError:
+            await asyncio.sleep(30.0)  # the heartbeat says why, once
         except RedisError as exc:
             log.warning("slot notifications interrupted (%s); resubscribing", exc)
             await asyncio.sleep(1.0)
@@ -169,7 +171,7 @@ async def redis_ready(memo: Any, **_: Any) -> str:
     try:
         await memo.ctx.store.redis.ping()
     except AuthenticationError as exc:
-        raise RuntimeError(REDIS_REFUSED) from exc
+        raise kopf.PermanentError(REDIS_REFUSED) from exc  # fails /healthz at once
     return "ok"
 
 

@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.core.state import PodObservation
-from dagwright.operator.kube import raise_for_status
+from dagwright.operator.kube import raise_for_status, read_pod
 from dagwright.operator.pods import MANAGED_SELECTOR, controller_uid, observe
 
 log = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ class PodInformer(PodIndex):
             key = next(iter(self.suspect or self.vanished))
             namespace, name = key
             try:
-                pod = await self._read(namespace, name)
+                pod = await read_pod(self._core, namespace, name)
                 known = self._pods.get(key) or self.vanished.get(key)
                 deleted = self.suspect.get(key)
                 if pod is None or known is None or pod["metadata"].get("uid") != known.seen.uid:
@@ -336,16 +336,6 @@ class PodInformer(PodIndex):
         log.warning("checking pod %s/%s failed (%s); again in %.1fs", *key, exc, delay)
         await asyncio.sleep(delay)
         return failures + 1
-
-    async def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
-        read: Any = self._core.read_namespaced_pod
-        response: aiohttp.ClientResponse = await read(name, namespace, _preload_content=False)
-        async with response:
-            if response.status == 404:
-                return None
-            await raise_for_status(response)
-            pod: dict[str, Any] = json.loads(await response.read())
-            return pod
 
     async def _relabel(self, namespace: str, name: str, uid: str) -> None:
         # The UID in the patch is a precondition: the UID is immutable, so a

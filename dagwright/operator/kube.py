@@ -84,6 +84,18 @@ OWNER_ANNOTATION = f"ownership.{GROUP}/instance"
 OWNER_EPOCH_ANNOTATION = f"ownership.{GROUP}/epoch"
 
 
+async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, Any] | None:
+    """The pod as raw JSON, or None if there is none of that name."""
+    read: Any = core.read_namespaced_pod
+    response: aiohttp.ClientResponse = await read(name, namespace, _preload_content=False)
+    async with response:
+        if response.status == 404:
+            return None
+        await raise_for_status(response)
+        pod: dict[str, Any] = json.loads(await response.read())
+        return pod
+
+
 class NameTaken(Exception):
     """A pod's name is held by a pod this execution did not create."""
 
@@ -140,7 +152,7 @@ class Kube:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            existing = await self._read_pod(meta["namespace"], meta["name"])
+            existing = await read_pod(self.core, meta["namespace"], meta["name"])
         ours = meta["ownerReferences"][0]["uid"]
         if existing is not None and controller_uid(existing.get("metadata") or {}) == ours:
             return False
@@ -150,16 +162,6 @@ class Kube:
             if existing is not None
             else f"pod {meta['name']} was deleted as it was created"
         )
-
-    async def _read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        read: Any = self.core.read_namespaced_pod
-        response: aiohttp.ClientResponse = await read(name, namespace, _preload_content=False)
-        async with response:
-            if response.status == 404:
-                return None
-            await raise_for_status(response)
-            pod: dict[str, Any] = json.loads(await response.read())
-            return pod
 
     async def delete_pod(self, namespace: str, name: str, uid: str, force: bool = False) -> None:
         """Delete the pod of that name only if it is still the one with that

@@ -19,23 +19,18 @@ import pytest
 import redis.asyncio as aioredis
 from kubernetes_asyncio import client
 
-from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.devcluster.redis_server import RedisServer
 from dagwright.operator.kube import OWNER_ANNOTATION, OWNER_EPOCH_ANNOTATION
 from tests.conftest import LEASE, Fleet, OperatorProcess, Pools, TestCluster, wait_for
 from tests.helpers import (
     PodHistory,
     create_execution,
+    dag,
     get_execution,
     read_pod,
     record_pods,
     wait_phase,
 )
-
-
-def dag(jobs: list[dict[str, Any]], duration: str = "300ms", **spec: Any) -> dict[str, Any]:
-    defaults = {"image": "busybox", "requires": ["cpu"], "annotations": {SIM_DURATION: duration}}
-    return {"defaults": defaults, "jobs": jobs, **spec}
 
 
 def layered(width: int, depth: int) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from kubernetes_asyncio import client
@@ -15,22 +16,20 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
+from dagwright.devcluster.processes import free_port
+from dagwright.devcluster.redis_server import RedisServer
 from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION
 from dagwright.operator.pods import Owner, pod_name
-from tests.conftest import Fleet, Pools, wait_for
+from tests.conftest import Fleet, OperatorProcess, Pools, TestCluster, wait_for
 from tests.helpers import (
     create_execution,
+    dag,
     get_execution,
     patch_spec,
     read_pod,
     record_pods,
     wait_phase,
 )
-
-
-def dag(jobs: list[dict[str, Any]], duration: str = "300ms", **spec: Any) -> dict[str, Any]:
-    defaults = {"image": "busybox", "requires": ["cpu"], "annotations": {SIM_DURATION: duration}}
-    return {"defaults": defaults, "jobs": jobs, **spec}
 
 
 async def delete_execution(kube: client.ApiClient, namespace: str, name: str) -> None:
@@ -443,3 +442,47 @@ async def test_kubernetes_own_annotations_need_the_pools_consent(
     assert obj["status"]["phase"] == "Succeeded"
     pod = await read_pod(core, namespace, "allowed-a-1")
     assert pod.metadata.annotations[apparmor] == "unconfined"
+
+
+# 15. A Redis that refuses the operator's password ---------------------------------------------
+
+
+async def test_an_operator_refused_by_redis_says_so_once_and_fails_its_probe(
+    cluster: TestCluster,
+) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        admin = aioredis.Redis.from_url(server.url)
+        await admin.config_set("requirepass", "right")
+        await admin.aclose()
+        port = free_port()
+        proc = OperatorProcess(
+            cluster.kubeconfig,
+            f"redis://:wrong@127.0.0.1:{server.port}/0",
+            env={"DAGWRIGHT_HEALTH_PORT": str(port)},
+        )
+        proc.start()
+        try:
+
+            async def probe_fails() -> int | None:
+                try:
+                    async with httpx.AsyncClient() as http:
+                        response = await http.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                except httpx.TransportError:
+                    return None  # not listening yet
+                return response.status_code if response.status_code != 200 else None
+
+            assert await wait_for("the health probe to fail", probe_fails, within=30) >= 500
+            await asyncio.sleep(3)
+            log = proc.log.read_text(errors="replace")
+        finally:
+            proc.stop()
+    finally:
+        server.stop()
+    # Said once, clearly (the probe says it too, to whoever asks), not every second.
+    own = [
+        line for line in log.splitlines() if "dagwright.operator.handlers: Redis refused" in line
+    ]
+    assert len(own) == 1, log[-3000:]
+    assert "check the password in DAGWRIGHT_REDIS_URL" in own[0]
