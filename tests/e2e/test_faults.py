@@ -387,7 +387,9 @@ async def test_racing_writers_on_the_execution_converge_without_errors(
                 await task
     history.check_never_twice()
     one_attempt_each(history, ["contested"], jobs)
-    assert writes > 50
+    # The meddler raced the operator (its rate falls on a loaded machine:
+    # 39 writes under four busy loops, 60-100 otherwise).
+    assert writes > 20
     errors = [line for line in fleet.logs().splitlines() if " ERROR " in line]
     assert errors == []
 
