@@ -239,7 +239,7 @@ async def node_failover(
         await create_dag(r, namespace, name, body)
         while f"{name}-train-1" not in times.running:
             await asyncio.sleep(0.05)
-        pod = await r.core.read_namespaced_pod(f"{name}-train-1", namespace)
+        pod = await r.core.read_namespaced_pod(times.pod_names[f"{name}-train-1"], namespace)
         node = pod.spec.node_name
         assert node == victim, f"expected the job on {victim}, got {node}"
         for other in healthy:  # somewhere for the replacement to go

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from dagwright.crdgen import GROUP, VERSION
+from dagwright.operator.pods import ATTEMPT_LABEL, EXECUTION_LABEL, JOB_LABEL
 
 
 @dataclass
@@ -24,6 +25,7 @@ class PodTimes:
     added: dict[str, float] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)
     succeeded: dict[str, float] = field(default_factory=dict)
+    pod_names: dict[str, str] = field(default_factory=dict)  # attempt -> the pod's real name
     # Succeeded pods in order, and per prefix how far they were counted: the
     # waits poll 20 times a second, and rescanning 10,000 names each time
     # took CPU from the rig under test.
@@ -37,7 +39,12 @@ class PodTimes:
         return count
 
     def record(self, pod: dict[str, Any], now: float) -> None:
-        name = pod["metadata"]["name"]
+        # Attempts are named <execution>-<job>-<attempt> here, as their labels
+        # say: a pod's own name also carries a hash of the execution's UID.
+        labels = pod["metadata"].get("labels") or {}
+        parts = [labels.get(k) for k in (EXECUTION_LABEL, JOB_LABEL, ATTEMPT_LABEL)]
+        name = "-".join(map(str, parts)) if all(parts) else pod["metadata"]["name"]
+        self.pod_names[name] = pod["metadata"]["name"]
         self.added.setdefault(name, now)
         phase = (pod.get("status") or {}).get("phase")
         if phase == "Running":

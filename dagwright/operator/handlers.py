@@ -65,8 +65,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     # kopf would post its own log lines as Events on every object; keep Events for job transitions.
     settings.posting.level = logging.ERROR
-    # kopf runs plain `def` handlers in a thread pool; ours are all `async def`
-    # (a thread hop per pod event was a tenth of the operator's CPU).
     settings.watching.connect_timeout = 10
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
