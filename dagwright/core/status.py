@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
+from dagwright.core import record as job_record
 from dagwright.core.spec import Model
-from dagwright.core.state import ExecutionPhase, JobPhase
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState
 
 # Per-job detail is kept in the status only up to this many jobs: etcd refuses
 # objects over ~1.5 MB, so large DAGs keep it in Redis and show a summary.
@@ -93,3 +96,100 @@ class WorkerPoolStatus(Model):
     scale_reason: str = ""
     members: list[PoolNode] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, generation: int | None) -> Condition:
+    return Condition(
+        type=kind,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+    )
+
+
+def summarize(
+    *,
+    names: Sequence[str],
+    jobs: Mapping[str, JobState],
+    phase: ExecutionPhase,
+    message: str,
+    started_at: float | None,
+    now: float,
+    generation: int | None,
+    unschedulable: str = "",
+) -> DAGExecutionStatus:
+    """What ``kubectl get`` and ``describe`` show of an execution, and the
+    record of its finished jobs. ``names``: the spec's jobs, in its order."""
+    counts = dict.fromkeys(JobCounts.model_fields, 0)
+    finished = 0
+    for state in jobs.values():
+        counts[state.phase.value.lower()] += 1
+        finished += state.phase.terminal
+    counts["total"] = len(jobs)
+    terminal = phase.terminal
+    schedulable = not unschedulable
+    return DAGExecutionStatus(
+        phase=phase,
+        message=unschedulable if unschedulable and not terminal else message,
+        progress=f"{finished}/{len(jobs)}",
+        counts=JobCounts(**counts),
+        started_at=iso(started_at),
+        finished_at=iso(now) if terminal else None,
+        observed_generation=generation,
+        conditions=[
+            condition("Valid", True, "Valid", f"{len(names)} jobs", generation),
+            condition("Progressing", not terminal, phase.value, message, generation),
+            condition("Ready", phase is ExecutionPhase.SUCCEEDED, phase.value, message, generation),
+            condition(
+                "Schedulable",
+                schedulable,
+                "Schedulable" if schedulable else "NoWorkerPool",
+                unschedulable,
+                generation,
+            ),
+        ],
+        jobs=[
+            JobStatus(
+                name=name,
+                phase=s.phase,
+                attempt=s.attempt,
+                failures=s.failures,
+                infra_failures=s.infra_failures,
+                started_at=iso(s.started_at),
+                finished_at=iso(s.finished_at) if s.phase.terminal else None,
+                exit_code=s.exit_code,
+                message=s.message,
+            )
+            for name, s in jobs.items()
+        ]
+        if len(jobs) <= MAX_JOBS_IN_STATUS
+        else None,
+        record=JobRecord(**job_record.encode(names, {n: s.phase for n, s in jobs.items()})),
+    )
+
+
+def invalid(message: str, now: float, generation: int | None) -> DAGExecutionStatus:
+    """The status of an execution whose spec cannot run."""
+    return DAGExecutionStatus(
+        phase=ExecutionPhase.FAILED,
+        message=f"invalid DAG: {message}",
+        finished_at=iso(now),
+        observed_generation=generation,
+        conditions=[condition("Valid", False, "InvalidDAG", message, generation)],
+    )
+
+
+def as_patch(status: DAGExecutionStatus, *fields: str) -> dict[str, Any]:
+    """The status as a merge patch body: ``fields`` (camelCase) only, if given.
+    A field at None is sent as null, so the patch clears it."""
+    body = status.model_dump(by_alias=True, mode="json")
+    for item in body.get("conditions") or []:
+        item.pop("lastTransitionTime", None)  # not kept: a condition's time is its generation
+    if body.get("jobs") is None:
+        body.pop("jobs", None)  # too many to list: left as is (and unused)
+    return {k: body[k] for k in fields} if fields else body

@@ -24,11 +24,13 @@ from dagwright.core.placement import Pool
 from dagwright.core.spec import WorkerPoolSpec
 from dagwright.crdgen import GROUP, VERSION
 from dagwright.operator import metrics
+from dagwright.operator.cluster import ClusterView, NodeInfo
+from dagwright.operator.context import Context
 from dagwright.operator.informer import PodInformer
 from dagwright.operator.kube import Kube, new_api_client
 from dagwright.operator.pods import POD_SELECTOR
 from dagwright.operator.pools import PoolController, pool_spec
-from dagwright.operator.runner import ClusterView, Context, ExecutionRunner, NodeInfo
+from dagwright.operator.runner import ExecutionRunner
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import QUEUE_CHANNEL, Store
 from dagwright.store.slots import FREED_CHANNEL, Slots

@@ -13,7 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dagwright.core.autoscale import PoolObservation, ScaleDecision, ScaleMemory, decide_scale
 from dagwright.core.placement import Pool
 from dagwright.core.spec import ScaleTargetRef, WorkerPoolSpec
-from dagwright.operator.runner import Context
+from dagwright.operator.context import Context
 
 log = logging.getLogger(__name__)
 SCALE_DOWN_ANNOTATION = "dagwright.io/scale-down"

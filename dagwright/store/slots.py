@@ -31,6 +31,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from dagwright.core.admission import score
+
 FREED_CHANNEL = "dw:slots-freed"
 
 # Shared by the scripts. KEYS[3..5]: held, expiries, used counts.
@@ -169,15 +171,6 @@ def _keys(pool: str) -> list[str]:
 
 def queue_key(pool: str) -> str:
     return _keys(pool)[0]
-
-
-def member(uid: str, job: str) -> str:
-    return f"{uid}/{job}"
-
-
-def score(priority: int, since: float) -> float:
-    """Lower is better: priority 10 before 1, then earlier before later."""
-    return (10 - priority) * 1e13 + since * 1000
 
 
 def _by_pool(entries: Iterable[tuple[str, ...]]) -> dict[str, list[str]]:

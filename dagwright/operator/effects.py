@@ -1,0 +1,210 @@
+"""The side effects of one execution's plans: its pods created and deleted,
+its job Events. Creates run beside the passes (a pass that waited for its
+creates kept jobs readied meanwhile waiting for the next one); each is
+checked against the lease as its request goes out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from dagwright.core.graph import Dag, Job
+from dagwright.core.placement import Pool, choose_pool, forbidden_annotations
+from dagwright.core.reconcile import DeletePod, Emit, Plan, StartPod
+from dagwright.core.state import JobPhase, JobState, PodObservation
+from dagwright.operator import metrics
+from dagwright.operator.context import Context, failpoint
+from dagwright.operator.informer import AttemptKey
+from dagwright.operator.kube import NameTaken, error_message
+from dagwright.operator.lease import Lease
+from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
+
+log = logging.getLogger(__name__)
+
+
+class Effects:
+    def __init__(
+        self, ctx: Context, owner: Owner, body: kopf.Body, lease: Lease, wakeup: asyncio.Event
+    ):
+        self.ctx, self.owner, self.body, self.lease, self.wakeup = ctx, owner, body, lease, wakeup
+        self.creating: dict[str, asyncio.Task[None]] = {}  # pod name -> its create
+        # Attempts whose pod the API server refused, with its reason (the core fails them).
+        self.refused: dict[AttemptKey, str] = {}
+
+    def cancel(self) -> None:
+        for task in self.creating.values():
+            task.cancel()
+
+    def settle(self, plan: Plan) -> None:
+        """Forget refusals the core has acted on (their attempt failed)."""
+        if self.refused:
+            self.refused = {
+                key: why
+                for key, why in self.refused.items()
+                if plan.jobs[key[0]].attempt == key[1]
+                and plan.jobs[key[0]].phase is JobPhase.STARTING
+            }
+
+    async def delete(
+        self, actions: Iterable[DeletePod], pods: Mapping[AttemptKey, PodObservation]
+    ) -> None:
+        """Delete the pods seen for these attempts, each only while it is the
+        pod we saw (UID precondition). One not seen yet is left: the core asks
+        again once the watch shows it."""
+        deletes = []
+        for action in actions:
+            pod = pods.get((action.job, action.attempt))
+            if pod is None or pod.removed or not pod.uid:
+                continue
+            deletes.append(
+                self.ctx.kube.delete_pod(self.owner.namespace, pod.name, pod.uid, action.force)
+            )
+        if deletes:
+            await asyncio.gather(*deletes)
+
+    async def apply(
+        self, dag: Dag, plan: Plan, pods: Mapping[AttemptKey, PodObservation], epoch: int
+    ) -> None:
+        """The plan's actions: deletes first, then creates (beside the passes),
+        and Events (for DAGs small enough that one per transition helps)."""
+        pools = {p.name: p for p in self.ctx.view.pools()}
+        starts = []
+        deletes = []
+        for action in plan.actions:
+            if isinstance(action, StartPod):
+                starts.append(action)
+            elif isinstance(action, DeletePod):
+                deletes.append(action)
+            elif (
+                isinstance(action, Emit) and len(dag.jobs) <= self.ctx.settings.job_events_max_jobs
+            ):
+                kopf.event(
+                    self.body,
+                    type="Warning" if action.warning else "Normal",
+                    reason=action.reason,
+                    message=action.message,
+                )
+            if isinstance(action, Emit):
+                metrics.count_job_event(action.reason)
+        # Deletes first: a replacement is never created before the pod it
+        # replaces was (force-)deleted, even as seen by a watcher.
+        await self.delete(deletes, pods)
+        starts = [
+            a
+            for a in starts
+            # Still being created: a second POST would only get a 409.
+            if pod_name(self.owner, a.job, a.attempt) not in self.creating
+        ]
+        # One round trip for all, here: a read per create task would open a
+        # Redis connection per pod being created (a thousand on a wide layer).
+        checkpoints = await self.ctx.store.checkpoints(self.owner.uid, [a.job for a in starts])
+        for action in starts:
+            name = pod_name(self.owner, action.job, action.attempt)
+            task = asyncio.create_task(
+                self._start(
+                    dag.jobs[action.job],
+                    action,
+                    pools,
+                    epoch,
+                    plan.jobs[action.job],
+                    checkpoints.get(action.job),
+                )
+            )
+            self.creating[name] = task
+            task.add_done_callback(partial(self._created, name))
+
+    def _created(self, name: str, _: asyncio.Task[None]) -> None:
+        self.creating.pop(name, None)
+
+    def _placement(self, job: Job, action: StartPod, pools: Mapping[str, Pool]) -> Placement:
+        pool = pools.get(action.pool) if action.pool else choose_pool(job.requires, pools.values())
+        if pool is None:
+            return Placement(avoid=action.avoid, node=action.node)
+        return Placement(
+            pool=pool.name,
+            node_selector=tuple(sorted(pool.spec.node_selector.items())),
+            tolerations=tuple(pool.spec.tolerations),
+            resources=pool.spec.resources.model_dump(exclude_defaults=True)
+            if pool.spec.resources
+            else None,
+            avoid=action.avoid,
+            node=action.node,
+        )
+
+    async def _start(
+        self,
+        job: Job,
+        action: StartPod,
+        pools: Mapping[str, Pool],
+        epoch: int,
+        state: JobState,
+        checkpoint: Mapping[str, Any] | None,
+    ) -> None:
+        """Create one attempt's pod. A create the API server refuses for good
+        (4xx other than a conflict or a throttle) fails the attempt: the core
+        counts it against the job's retries and says why. Other failures are
+        logged: the job stays STARTING and the core creates its pod again when
+        the watch has not shown it after a while (RECREATE_AFTER_SECONDS)."""
+        name = pod_name(self.owner, job.name, action.attempt)
+        placement = self._placement(job, action, pools)
+        pool = pools.get(placement.pool) if placement.pool else None
+        forbidden = forbidden_annotations(job.annotations, pool)
+        if forbidden:
+            where = f"WorkerPool {pool.name}" if pool is not None else "a job outside any pool"
+            self._refuse(
+                job.name,
+                action.attempt,
+                f"annotation {', '.join(forbidden)} is Kubernetes' own and {where} does not "
+                "allow it (WorkerPool spec.allowedAnnotations)",
+            )
+            self.wakeup.set()
+            return
+        try:
+            manifest = build_pod(
+                self.owner,
+                job,
+                action.attempt,
+                epoch,
+                placement,
+                f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None,
+                checkpoint,
+                runtime_redis_url=self.ctx.settings.job_redis_url,
+                runtime_image=self.ctx.settings.worker_image,
+            )
+            await self._create(manifest, state)
+        except NameTaken as exc:
+            self._refuse(job.name, action.attempt, str(exc))
+        except ApiException as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
+                why = f"the API server refused pod {name}: {error_message(exc)}"
+                self._refuse(job.name, action.attempt, why)
+            else:
+                log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc.reason)
+        except OSError as exc:
+            log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc)
+        else:
+            failpoint(self.ctx.settings, "after-create")
+        finally:
+            self.wakeup.set()  # so the next pass sees the create's outcome
+
+    def _refuse(self, job: str, attempt: int, why: str) -> None:
+        self.refused[(job, attempt)] = why
+        kopf.event(self.body, type="Warning", reason="PodCreateFailed", message=why[:1000])
+
+    async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
+        # The lease is checked per pod, when the request is about to go out
+        # (after waiting for a free connection): a process paused meanwhile
+        # must not create on waking. The next owner (or our next term)
+        # recreates the pod from the persisted state.
+        created = await self.ctx.kube.create_pod(manifest, unless=self.lease.lost)
+        if created:
+            metrics.JOBS_STARTED.inc()
+            if state.ready_at is not None and state.attempt == 1:
+                metrics.SCHEDULING_LATENCY.observe(max(time.time() - state.ready_at, 0.0))
