@@ -410,17 +410,7 @@ def _pending(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObse
             node = state.node
             plan.actions.append(DeletePod(job.name, state.attempt, f"no room on node {node}"))
             message = f"no room on node {node} ({pod.waiting}); placing it again"
-            plan.set(
-                job.name,
-                replace(
-                    state,
-                    phase=JobPhase.READY,
-                    ready_at=snap.now,
-                    infra_failures=state.infra_failures + 1,
-                    avoid=tuple(dict.fromkeys((*state.avoid, node)))[-MAX_AVOIDED_NODES:],
-                    message=message,
-                ),
-            )
+            _place_again(snap, plan, job, state, node, message)
             plan.actions.append(Emit("JobReplaced", f"{label}: {message}", warning=True))
             return
     # What it waits for; a message of the attempt before (why it was lost) stays.
@@ -463,20 +453,27 @@ def _fail_over(
         )
         plan.actions.append(Emit("JobFailed", f"{label}: {message}", warning=True))
         return
-    avoid = tuple(dict.fromkeys((*state.avoid, node)))[-MAX_AVOIDED_NODES:]
     message = f"{why}; resuming on another node"
+    _place_again(snap, plan, job, state, node, message)
+    plan.actions.append(Emit("JobFailover", f"{label}: {message}", warning=True))
+
+
+def _place_again(
+    snap: Snapshot, plan: Plan, job: Job, state: JobState, node: str, message: str
+) -> None:
+    """The attempt is lost to the infrastructure (not the job's retries): the
+    job is ready again, avoiding ``node``."""
     plan.set(
         job.name,
         replace(
             state,
             phase=JobPhase.READY,
-            infra_failures=infra,
-            avoid=avoid,
+            infra_failures=state.infra_failures + 1,
+            avoid=tuple(dict.fromkeys((*state.avoid, node)))[-MAX_AVOIDED_NODES:],
             ready_at=snap.now,
             message=message,
         ),
     )
-    plan.actions.append(Emit("JobFailover", f"{label}: {message}", warning=True))
 
 
 def _apply_shutdown(snap: Snapshot, plan: Plan) -> None:
