@@ -46,6 +46,12 @@ def dag(jobs: list[dict[str, Any]], duration: str = "300ms", **spec: Any) -> dic
     return {"defaults": defaults, "jobs": jobs, **spec}
 
 
+async def running_pod(core: client.CoreV1Api, namespace: str, attempt: str) -> Any:
+    """The pod of ``attempt`` (see ``attempt_key``) if it is Running, else None."""
+    pod = await read_pod(core, namespace, attempt)
+    return pod if pod is not None and pod.status.phase == "Running" else None
+
+
 async def create_execution(
     kube: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
@@ -70,20 +76,32 @@ async def get_execution(kube: client.ApiClient, namespace: str, name: str) -> di
     return result
 
 
-async def patch_spec(
-    kube: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+async def merge_patch(
+    kube: client.ApiClient, namespace: str, name: str, body: dict[str, Any], status: bool = False
 ) -> None:
+    """A JSON merge patch of a DAGExecution, or of its status subresource."""
     objects = client.CustomObjectsApi(kube)
-    patch: Any = objects.patch_namespaced_custom_object  # the stubs lack _content_type
+    # The stubs lack _content_type.
+    patch: Any = (
+        objects.patch_namespaced_custom_object_status
+        if status
+        else objects.patch_namespaced_custom_object
+    )
     await patch(
         GROUP,
         VERSION,
         namespace,
         "dagexecutions",
         name,
-        {"spec": spec},
+        body,
         _content_type="application/merge-patch+json",
     )
+
+
+async def patch_spec(
+    kube: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+) -> None:
+    await merge_patch(kube, namespace, name, {"spec": spec})
 
 
 async def wait_phase(

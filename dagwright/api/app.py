@@ -183,6 +183,9 @@ def services(request: Request) -> Services:
 
 
 async def authenticated(request: Request) -> Caller:
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None:  # authenticated before its body was read
+        return caller
     svc: Services = request.app.state.services
     try:
         return await svc.auth.authenticate(request.headers.get("authorization", ""))
@@ -603,7 +606,7 @@ def create_app(
         # is not who they say must not get to send one.
         if request.method in ("POST", "PUT", "PATCH") and request.url.path != f"{PREFIX}/health":
             try:
-                await request.app.state.services.auth.authenticate(
+                request.state.caller = await request.app.state.services.auth.authenticate(
                     request.headers.get("authorization", "")
                 )
             except AuthError as exc:

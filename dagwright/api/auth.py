@@ -49,6 +49,17 @@ class Caller:
     static: bool = False  # the static token: no per-request authorization
 
 
+def _bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 STATIC_CALLER = Caller(user="dagwright:static-token", static=True)
 
 
@@ -60,20 +71,14 @@ class Authenticator:
     _decisions: dict[tuple[Caller, str, str, str], tuple[bool, float]] = field(default_factory=dict)
 
     async def authenticate(self, header: str) -> Caller:
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = _bearer(header)
+        if token is None:
             raise AuthError(401, "missing bearer token")
-        if self.static_token and secrets.compare_digest(token.encode(), self.static_token.encode()):
-            return STATIC_CALLER
-        key = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._identities.get(key)
-        if cached and cached[1] > time.monotonic():
-            caller = cached[0]
-        else:
+        found, caller = self._lookup(token)
+        if not found:
             caller = await self._review(token)
             seconds = CACHE_SECONDS if caller is not None else FAILED_CACHE_SECONDS
-            _remember(self._identities, key, caller, seconds)
+            _remember(self._identities, _digest(token), caller, seconds)
         if caller is None:
             raise AuthError(401, "invalid or expired token")
         return caller
@@ -81,14 +86,18 @@ class Authenticator:
     def known(self, header: str) -> Caller | None:
         """The caller a header names if its token is known good (no review
         made): rate limits then go by who it is, not where it comes from."""
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return None
+        token = _bearer(header)
+        return self._lookup(token)[1] if token is not None else None
+
+    def _lookup(self, token: str) -> tuple[bool, Caller | None]:
+        """(known, caller) without asking the API server: the static token,
+        or a review cached and not expired (caller None: refused)."""
         if self.static_token and secrets.compare_digest(token.encode(), self.static_token.encode()):
-            return STATIC_CALLER
-        cached = self._identities.get(hashlib.sha256(token.encode()).hexdigest())
-        return cached[0] if cached and cached[1] > time.monotonic() else None
+            return True, STATIC_CALLER
+        cached = self._identities.get(_digest(token))
+        if cached and cached[1] > time.monotonic():
+            return True, cached[0]
+        return False, None
 
     async def _review(self, token: str) -> Caller | None:
         api = client.AuthenticationV1Api(self.kube)

@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.core.state import PodObservation
-from dagwright.operator.kube import raise_for_status, read_pod
+from dagwright.operator.kube import raise_for_status, read_pod, relabel_pod
 from dagwright.operator.pods import MANAGED_SELECTOR, controller_uid, observe
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,9 @@ class PodInformer(PodIndex):
                         execution = self.tombstone(key)
                 elif not _selected(pod["metadata"]):
                     log.warning("pod %s/%s lost its labels; putting them back", *key)
-                    await self._relabel(namespace, name, str(pod["metadata"]["uid"]))
+                    await relabel_pod(
+                        self._core, namespace, name, str(pod["metadata"]["uid"]), MANAGED_SELECTOR
+                    )
                     self.suspect.pop(key, None)
                     self.vanished.pop(key, None)
                     continue  # the watch brings it back
@@ -336,15 +338,3 @@ class PodInformer(PodIndex):
         log.warning("checking pod %s/%s failed (%s); again in %.1fs", *key, exc, delay)
         await asyncio.sleep(delay)
         return failures + 1
-
-    async def _relabel(self, namespace: str, name: str, uid: str) -> None:
-        # The UID in the patch is a precondition: the UID is immutable, so a
-        # patch naming another one (the pod was replaced) is refused.
-        body = {"metadata": {"uid": uid, "labels": dict(MANAGED_SELECTOR)}}
-        patch: Any = self._core.patch_namespaced_pod
-        response: aiohttp.ClientResponse = await patch(
-            name, namespace, body, _preload_content=False
-        )
-        async with response:
-            await raise_for_status(response)
-            await response.read()

@@ -96,6 +96,16 @@ async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> dict[st
         return pod
 
 
+async def relabel_pod(
+    core: client.CoreV1Api, namespace: str, name: str, uid: str, labels: Mapping[str, str]
+) -> None:
+    """Set ``labels`` on the pod if it is still the one with ``uid``: the UID
+    is immutable, so a patch naming another one (the pod was replaced) is
+    refused."""
+    body = {"metadata": {"uid": uid, "labels": dict(labels)}}
+    await _send(core.patch_namespaced_pod(name, namespace, cast(Any, body), _preload_content=False))
+
+
 class NameTaken(Exception):
     """A pod's name is held by a pod this execution did not create."""
 

@@ -11,6 +11,7 @@ decided by them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -67,6 +68,7 @@ def repository(image: str) -> str:
     return name[:colon] if colon > slash else name
 
 
+@functools.lru_cache(maxsize=4096)  # asked for at every pod create and delete
 def instance_hash(uid: str) -> str:
     """Eight DNS-safe characters (40 bits) of the execution's UID."""
     digest = hashlib.sha256(uid.encode()).digest()

@@ -29,6 +29,7 @@ from tests.helpers import (
     get_execution,
     read_pod,
     record_pods,
+    running_pod,
     wait_phase,
 )
 
@@ -190,7 +191,9 @@ async def test_a_paused_instance_does_not_act_after_waking(
         await create_execution(kube, namespace, "frozen", dag(jobs, duration="1500ms"))
         await wait_for("the owner recorded", lambda: epoch_of(kube, namespace, "frozen"))
         old_epoch = await epoch_of(kube, namespace, "frozen")
-        await wait_for("the first layer running", lambda: _alive(core, namespace, "frozen-w0-1"))
+        await wait_for(
+            "the first layer running", lambda: running_pod(core, namespace, "frozen-w0-1")
+        )
         fleet.start(1)  # the standby that takes over
         first.process.signal(signal.SIGSTOP)  # type: ignore[union-attr]
         await wait_for(
@@ -207,11 +210,6 @@ async def test_a_paused_instance_does_not_act_after_waking(
     late = [e for e in history.events if e.type == "ADDED" and e.at > woke and e.epoch <= old_epoch]
     assert late == [], f"the woken instance created pods: {late}"
     first.check()  # it is alive and simply stopped acting
-
-
-async def _alive(core: client.CoreV1Api, namespace: str, name: str) -> bool:
-    pod = await read_pod(core, namespace, name)
-    return pod is not None and bool(pod.status.phase == "Running")
 
 
 async def _above(kube: client.ApiClient, namespace: str, name: str, epoch: int) -> bool:
@@ -268,7 +266,7 @@ async def test_redis_crash_and_restart_mid_run_reruns_nothing(
         for name in names:
             await create_execution(kube, namespace, name, dag(jobs, duration="800ms"))
         await wait_for(
-            "layer 1 running", lambda: _alive(core, namespace, "aof-1-l1-0-1"), within=30
+            "layer 1 running", lambda: running_pod(core, namespace, "aof-1-l1-0-1"), within=30
         )
         redis_server.crash_and_restart()  # kill -9; AOF (everysec) brings it back
         await all_succeed(kube, namespace, names, within=120)
@@ -290,7 +288,7 @@ async def test_redis_flushed_under_two_instances_reruns_nothing(
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "blank", dag(jobs, duration="800ms"))
         await wait_for(
-            "layer 1 running", lambda: _alive(core, namespace, "blank-l1-0-1"), within=30
+            "layer 1 running", lambda: running_pod(core, namespace, "blank-l1-0-1"), within=30
         )
         await redis.flushall()  # leases, epochs, job states: all gone
         await all_succeed(kube, namespace, ["blank"], within=120)
@@ -317,7 +315,7 @@ async def test_api_server_restart_mid_run(
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "outage", dag(jobs, duration="1s"))
         await wait_for(
-            "layer 0 running", lambda: _alive(core, namespace, "outage-l0-0-1"), within=30
+            "layer 0 running", lambda: running_pod(core, namespace, "outage-l0-0-1"), within=30
         )
         cluster.local.stop_apiserver()
         await asyncio.sleep(3)
@@ -405,7 +403,7 @@ async def test_a_running_pod_deleted_by_hand_is_a_failed_attempt_and_is_retried(
     spec = dag([{"name": "victim", "retries": 2, "backoff": {"initial": "200ms"}}], duration="4s")
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "manual", spec)
-        await wait_for("the pod running", lambda: _alive(core, namespace, "manual-victim-1"))
+        await wait_for("the pod running", lambda: running_pod(core, namespace, "manual-victim-1"))
         victim = await read_pod(core, namespace, "manual-victim-1")
         await core.delete_namespaced_pod(victim.metadata.name, namespace)
         obj = await wait_phase(kube, namespace, "manual", "Succeeded", "Failed", within=60)
@@ -457,7 +455,9 @@ async def test_parallelism_cap_holds_across_an_instance_restart(
     jobs = [{"name": f"q{i:02d}"} for i in range(30)]
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "capped", dag(jobs, duration="1s", parallelism=3))
-        await wait_for("the first jobs running", lambda: _alive(core, namespace, "capped-q00-1"))
+        await wait_for(
+            "the first jobs running", lambda: running_pod(core, namespace, "capped-q00-1")
+        )
         await asyncio.sleep(1.5)
         first.kill()
         fleet.start(1)

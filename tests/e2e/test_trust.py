@@ -25,9 +25,11 @@ from tests.helpers import (
     create_execution,
     dag,
     get_execution,
+    merge_patch,
     patch_spec,
     read_pod,
     record_pods,
+    running_pod,
     wait_phase,
 )
 
@@ -36,31 +38,6 @@ async def delete_execution(kube: client.ApiClient, namespace: str, name: str) ->
     await client.CustomObjectsApi(kube).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, "dagexecutions", name
     )
-
-
-async def merge_patch(
-    kube: client.ApiClient, namespace: str, name: str, body: dict[str, Any], status: bool = False
-) -> None:
-    objects = client.CustomObjectsApi(kube)
-    call: Any = (
-        objects.patch_namespaced_custom_object_status
-        if status
-        else objects.patch_namespaced_custom_object
-    )
-    await call(
-        GROUP,
-        VERSION,
-        namespace,
-        "dagexecutions",
-        name,
-        body,
-        _content_type="application/merge-patch+json",
-    )
-
-
-async def running(core: client.CoreV1Api, namespace: str, attempt: str) -> Any:
-    pod = await read_pod(core, namespace, attempt)
-    return pod if pod is not None and pod.status.phase == "Running" else None
 
 
 # 1. Delete and re-apply --------------------------------------------------------------
@@ -75,7 +52,7 @@ async def test_a_deleted_and_reapplied_execution_runs_anew(
     async with record_pods(core, namespace) as history:
         first = await create_execution(kube, namespace, "again", dag(jobs, duration="2s"))
         await wait_for(
-            "the first run's pods running", lambda: running(core, namespace, "again-j0-1")
+            "the first run's pods running", lambda: running_pod(core, namespace, "again-j0-1")
         )
         # kubectl delete -f && kubectl apply -f: the delete returns once the
         # object is gone (our finalizer removed); the old pods still exist.
@@ -113,7 +90,7 @@ async def test_clashing_names_are_distinct_pods_and_cancelling_one_spares_the_ot
         # "a" with job "b-c" and "a-b" with job "c": both were a-b-c-1.
         await create_execution(kube, namespace, "a", dag([{"name": "b-c"}], duration="4s"))
         await create_execution(kube, namespace, "a-b", dag([{"name": "c"}], duration="60s"))
-        await wait_for("a's job running", lambda: running(core, namespace, "a-b-c-1"))
+        await wait_for("a's job running", lambda: running_pod(core, namespace, "a-b-c-1"))
 
         async def both_running() -> bool:
             alive = {e.name for e in history.events if e.phase == "Running"}
@@ -164,7 +141,7 @@ async def test_a_running_pod_stripped_of_its_labels_is_still_the_one_attempt(
     await pools.create(["cpu"])
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "strip", dag([{"name": "a"}], duration="4s"))
-        pod = await wait_for("the pod running", lambda: running(core, namespace, "strip-a-1"))
+        pod = await wait_for("the pod running", lambda: running_pod(core, namespace, "strip-a-1"))
         await core.patch_namespaced_pod(
             pod.metadata.name,
             namespace,
@@ -242,7 +219,7 @@ async def test_an_edited_owner_epoch_costs_a_bounded_retry_and_the_run_goes_on(
     jobs = [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}, {"name": "c", "dependsOn": ["b"]}]
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "epoch", dag(jobs, duration="1500ms"))
-        await wait_for("job a running", lambda: running(core, namespace, "epoch-a-1"))
+        await wait_for("job a running", lambda: running_pod(core, namespace, "epoch-a-1"))
         if value == "raise":
             annotations = (await get_execution(kube, namespace, "epoch"))["metadata"]["annotations"]
             value = str(int(annotations[OWNER_EPOCH_ANNOTATION]) + 10**9)  # 11 days ahead
@@ -273,7 +250,7 @@ async def test_a_hand_edited_status_phase_does_not_end_the_run(
     jobs = [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "liar", dag(jobs, duration="3s"))
-        await wait_for("job a running", lambda: running(core, namespace, "liar-a-1"))
+        await wait_for("job a running", lambda: running_pod(core, namespace, "liar-a-1"))
         await merge_patch(kube, namespace, "liar", {"status": {"phase": "Succeeded"}}, status=True)
         first.kill()  # the next owner reads the object as edited
         fleet.start(1)
@@ -313,7 +290,7 @@ async def test_the_jobs_of_an_execution_cannot_change_but_its_controls_can(
 ) -> None:
     await pools.create(["cpu"])
     await create_execution(kube, namespace, "fixed", dag([{"name": "a"}, {"name": "b"}], "3s"))
-    await wait_for("job b running", lambda: running(core, namespace, "fixed-b-1"))
+    await wait_for("job b running", lambda: running_pod(core, namespace, "fixed-b-1"))
     with pytest.raises(ApiException) as refused:
         await patch_spec(kube, namespace, "fixed", {"jobs": jobs})
     assert refused.value.status == 422
