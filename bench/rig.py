@@ -20,11 +20,11 @@ import redis.asyncio as aioredis
 import yaml
 from kubernetes_asyncio import client, config
 
-from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.cluster import ClusterSettings, LocalCluster
 from dagwright.devcluster.nodes import node_manifest
 from dagwright.devcluster.processes import Process
 from dagwright.devcluster.redis_server import RedisServer
+from dagwright.names import GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 POOL_LABEL = {"bench.dagwright.io/pool": "bench"}

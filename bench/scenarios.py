@@ -18,10 +18,10 @@ from bench.rig import POOL_LABEL, Rig, peak_rss_bytes, rig
 from bench.watcher import execution_phases, pod_times, wait_count
 from dagwright.core.graph import build_dag
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.cluster import ClusterSettings
 from dagwright.devcluster.processes import Process, free_port
-from dagwright.operator.pods import MANAGED_BY, Owner, Placement, build_pod
+from dagwright.names import GROUP, MANAGED_BY, VERSION
+from dagwright.operator.pods import Owner, Placement, build_pod
 
 
 def pct(values: list[float], q: float) -> float:

@@ -16,8 +16,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from dagwright.crdgen import GROUP, VERSION
-from dagwright.operator.pods import ATTEMPT_LABEL, EXECUTION_LABEL, JOB_LABEL
+from dagwright.names import ATTEMPT_LABEL, EXECUTION_LABEL, GROUP, JOB_LABEL, VERSION
 
 
 @dataclass

@@ -27,12 +27,12 @@ import redis.asyncio as aioredis
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.build import ensure_binary
 from dagwright.devcluster.cluster import ClusterSettings, Kwok, LocalCluster
 from dagwright.devcluster.nodes import node_manifest
 from dagwright.devcluster.processes import Process, free_port
 from dagwright.devcluster.redis_server import RedisServer
+from dagwright.names import GROUP, VERSION
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.crdgen import GROUP, VERSION
+from dagwright.names import GROUP, VERSION
 from tests.conftest import wait_for
 
 SIM = "sim.dagwright.io/duration"
@@ -136,6 +136,18 @@ class PodHistory:
     """Every pod transition seen by a watch, in order."""
 
     events: list[PodEvent] = field(default_factory=list)
+
+    async def when(self, name: str, phase: str, within: float = 5.0) -> float:
+        """``first(name, phase)`` once the watch has brought it: a GET can see
+        a phase a moment before the watch delivers it."""
+
+        async def seen() -> float | None:
+            try:
+                return self.first(name, phase=phase)
+            except AssertionError:
+                return None
+
+        return await wait_for(f"the watch to show {name} {phase}", seen, within=within)
 
     def first(self, name: str, phase: str | None = None, type_: str | None = None) -> float:
         for e in self.events:

@@ -13,7 +13,8 @@ from typing import Any, cast
 
 from kubernetes_asyncio import client
 
-from dagwright.crdgen import GROUP
+from dagwright.errors import Forbidden, Unauthenticated
+from dagwright.names import GROUP
 
 CACHE_SECONDS = 60.0
 # A refused token is remembered for less: one just issued may be retried soon.
@@ -32,13 +33,6 @@ def _remember(cache: dict[Any, tuple[Any, float]], key: Any, value: Any, seconds
             del cache[stale]
         while len(cache) > MAX_CACHED:
             del cache[next(iter(cache))]
-
-
-class AuthError(Exception):
-    def __init__(self, status_code: int, message: str):
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -73,14 +67,14 @@ class Authenticator:
     async def authenticate(self, header: str) -> Caller:
         token = _bearer(header)
         if token is None:
-            raise AuthError(401, "missing bearer token")
+            raise Unauthenticated("missing bearer token")
         found, caller = self._lookup(token)
         if not found:
             caller = await self._review(token)
             seconds = CACHE_SECONDS if caller is not None else FAILED_CACHE_SECONDS
             _remember(self._identities, _digest(token), caller, seconds)
         if caller is None:
-            raise AuthError(401, "invalid or expired token")
+            raise Unauthenticated("invalid or expired token")
         return caller
 
     def known(self, header: str) -> Caller | None:
@@ -135,4 +129,4 @@ class Authenticator:
             _remember(self._decisions, key, allowed, CACHE_SECONDS)
         if not allowed:
             where = f" in namespace {namespace}" if namespace else ""
-            raise AuthError(403, f"{caller.user} may not {verb} {resource}.{GROUP}{where}")
+            raise Forbidden(f"{caller.user} may not {verb} {resource}.{GROUP}{where}")

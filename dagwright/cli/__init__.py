@@ -23,17 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 from dagwright.cli.local import LocalRun
-from dagwright.cli.manifests import ManifestError, load_execution
+from dagwright.cli.manifests import load_execution
 from dagwright.cli.view import follow, job_table, summary
 from dagwright.core.graph import build_dag
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase
-from dagwright.crdgen import GROUP, VERSION
-from dagwright.operator.kube import error_message
+from dagwright.errors import ManifestError
+from dagwright.kube.client import error_message, merge_patch, new_api_client
+from dagwright.names import EXECUTIONS, GROUP, VERSION
 
 T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-PLURAL = "dagexecutions"
 
 
 class CliError(Exception):
@@ -46,11 +46,7 @@ def _kube(args: argparse.Namespace, call: Callable[[client.CustomObjectsApi], Aw
     """Run one Kubernetes call with a client from the kubeconfig (or in-cluster)."""
 
     async def run() -> T:
-        try:
-            api = await config.new_client_from_config(config_file=args.kubeconfig)
-        except config.ConfigException:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api = client.ApiClient()
+        api = await new_api_client(args.kubeconfig)
         async with api:
             return await call(client.CustomObjectsApi(api))
 
@@ -65,7 +61,7 @@ def _kube(args: argparse.Namespace, call: Callable[[client.CustomObjectsApi], Aw
 def _get(args: argparse.Namespace, name: str) -> dict[str, Any]:
     async def call(objects: client.CustomObjectsApi) -> dict[str, Any]:
         obj: dict[str, Any] = await objects.get_namespaced_custom_object(
-            GROUP, VERSION, args.namespace, PLURAL, name
+            GROUP, VERSION, args.namespace, EXECUTIONS, name
         )
         return obj
 
@@ -91,7 +87,7 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
 
     async def call(objects: client.CustomObjectsApi) -> Any:
         return await objects.create_namespaced_custom_object(
-            GROUP, VERSION, args.namespace, PLURAL, manifest
+            GROUP, VERSION, args.namespace, EXECUTIONS, manifest
         )
 
     _kube(args, call)
@@ -146,17 +142,10 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 def _patch(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     async def call(objects: client.CustomObjectsApi) -> dict[str, Any]:
-        patch: Any = objects.patch_namespaced_custom_object  # stubs lack _content_type
-        obj: dict[str, Any] = await patch(
-            GROUP,
-            VERSION,
-            args.namespace,
-            PLURAL,
-            args.name,
-            {"spec": spec},
-            _content_type="application/merge-patch+json",
+        body = {"spec": spec}
+        return await merge_patch(
+            objects, EXECUTIONS, args.name, body, namespace=args.namespace, decode=True
         )
-        return obj
 
     return _kube(args, call)
 

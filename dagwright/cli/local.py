@@ -20,6 +20,7 @@ from dagwright.core.graph import Dag, Job
 from dagwright.core.reconcile import DeletePod, Plan, Snapshot, StartPod, reconcile
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
+from dagwright.names import PodEnv
 
 
 @dataclass
@@ -58,13 +59,13 @@ class LocalRun:
         job = self.dag.jobs[action.job]
         env = {**os.environ, **{e.name: e.value for e in job.env}}
         env |= {
-            "DAGWRIGHT_EXECUTION": self.name,
-            "DAGWRIGHT_JOB": job.name,
-            "DAGWRIGHT_JOB_TYPE": job.type,
-            "DAGWRIGHT_ATTEMPT": str(action.attempt),
+            PodEnv.EXECUTION: self.name,
+            PodEnv.JOB: job.name,
+            PodEnv.JOB_TYPE: job.type,
+            PodEnv.ATTEMPT: str(action.attempt),
         }
         if job.config is not None:
-            env["DAGWRIGHT_CONFIG"] = json.dumps(job.config)
+            env[PodEnv.CONFIG] = json.dumps(job.config)
         log = self.workdir / f"{job.name}-{action.attempt}.log"
         out = open(log, "wb")  # noqa: SIM115  (closed when the attempt ends)
         process: subprocess.Popen[bytes] | None = None

@@ -10,14 +10,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from dagwright.api.models import ExecuteRequest
-from dagwright.core.graph import InvalidDag, build_dag
+from dagwright.core.graph import build_dag
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.crdgen import GROUP, VERSION
-
-
-class ManifestError(ValueError):
-    """The file is not something dagwright can run; the message says why."""
+from dagwright.core.workflow import ExecuteRequest
+from dagwright.errors import InvalidDag, ManifestError
+from dagwright.names import GROUP, VERSION
 
 
 def load_execution(path: Path) -> dict[str, Any]:

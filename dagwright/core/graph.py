@@ -13,16 +13,11 @@ from typing import Any
 
 from dagwright.core.durations import parse_duration
 from dagwright.core.spec import Backoff, DAGExecutionSpec, EnvVar, JobSpec, Resources
+from dagwright.errors import InvalidDag
 
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT = "5m"
 DEFAULT_BACKOFF = Backoff()
-
-
-class InvalidDag(ValueError):
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

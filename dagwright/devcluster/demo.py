@@ -23,6 +23,7 @@ from dagwright.devcluster.cluster import Kwok, LocalCluster
 from dagwright.devcluster.nodes import node_manifest
 from dagwright.devcluster.processes import Process, free_port
 from dagwright.devcluster.redis_server import RedisServer
+from dagwright.names import EXECUTIONS, GROUP, POOL_LABEL, POOLS
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "demo-token"
@@ -69,8 +70,8 @@ class Demo:
         self.kubectl(
             "wait",
             "--for=condition=Established",
-            "crd/dagexecutions.dagwright.io",
-            "crd/workerpools.dagwright.io",
+            f"crd/{EXECUTIONS}.{GROUP}",
+            f"crd/{POOLS}.{GROUP}",
         )
         nodes = []
         for pool, extra in (
@@ -79,7 +80,7 @@ class Demo:
             ("gpu", {"gpus": 8, "taints": GPU_TAINT}),
         ):
             for i in (1, 2):
-                labels = {"dagwright.io/pool": pool}
+                labels = {POOL_LABEL: pool}
                 nodes.append(node_manifest(f"{pool}-{i}", tag=kwok_tag, labels=labels, **extra))
         self.kubectl(
             "apply",

@@ -7,10 +7,10 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from dagwright.devcluster.cluster import KWOK_ANNOTATION
+from dagwright.names import SIMULATED_LABEL
 
 SIM_DURATION = "sim.dagwright.io/duration"
 SIM_EXIT_CODE = "sim.dagwright.io/exit-code"
-SIMULATED_LABEL = "dagwright.io/simulated"
 
 
 def sim_annotations(duration: str = "1s", exit_code: int | None = None) -> dict[str, str]:

@@ -8,9 +8,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from dagwright.kube.objects import Kube
 from dagwright.operator.cluster import ClusterView
 from dagwright.operator.informer import PodInformer
-from dagwright.operator.kube import Kube
 from dagwright.settings import OperatorSettings
 from dagwright.store.redis_store import Store
 from dagwright.store.slots import Slots

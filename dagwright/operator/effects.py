@@ -19,10 +19,11 @@ from dagwright.core.graph import Dag, Job
 from dagwright.core.placement import Pool, choose_pool, forbidden_annotations
 from dagwright.core.reconcile import DeletePod, Emit, Plan, StartPod
 from dagwright.core.state import JobPhase, JobState, PodObservation
+from dagwright.errors import NameTaken
+from dagwright.kube.client import error_message
 from dagwright.operator import metrics
 from dagwright.operator.context import Context, failpoint
 from dagwright.operator.informer import AttemptKey
-from dagwright.operator.kube import NameTaken, error_message
 from dagwright.operator.lease import Lease
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 

@@ -22,18 +22,19 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from dagwright.core.placement import Pool
 from dagwright.core.spec import WorkerPoolSpec
-from dagwright.crdgen import GROUP, VERSION
+from dagwright.kube.client import new_api_client
+from dagwright.kube.objects import Kube
+from dagwright.names import GROUP, POD_SELECTOR, VERSION
 from dagwright.operator import metrics
 from dagwright.operator.cluster import ClusterView, NodeInfo
 from dagwright.operator.context import Context
 from dagwright.operator.informer import PodInformer
-from dagwright.operator.kube import Kube, new_api_client
-from dagwright.operator.pods import POD_SELECTOR
 from dagwright.operator.pools import PoolController, pool_spec
 from dagwright.operator.runner import ExecutionRunner
 from dagwright.settings import OperatorSettings
-from dagwright.store.redis_store import QUEUE_CHANNEL, Store
-from dagwright.store.slots import FREED_CHANNEL, Slots
+from dagwright.store import keys
+from dagwright.store.redis_store import Store
+from dagwright.store.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,12 @@ async def _listen_for_freed_slots(ctx: Context, redis: aioredis.Redis) -> None:
     while True:
         try:
             async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(FREED_CHANNEL, QUEUE_CHANNEL)
+                await pubsub.subscribe(keys.FREED_CHANNEL, keys.QUEUE_CHANNEL)
                 ctx.paused = await ctx.store.paused()  # after subscribing: no change missed
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    if message.get("channel") == QUEUE_CHANNEL:
+                    if message.get("channel") == keys.QUEUE_CHANNEL:
                         ctx.paused = message.get("data") == "paused"
                         ctx.wake_owned()
                     else:

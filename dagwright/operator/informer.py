@@ -22,8 +22,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.core.state import PodObservation
-from dagwright.operator.kube import raise_for_status, read_pod, relabel_pod
-from dagwright.operator.pods import MANAGED_SELECTOR, controller_uid, observe
+from dagwright.kube.client import raise_for_status
+from dagwright.kube.objects import controller_uid, read_pod, relabel_pod
+from dagwright.names import MANAGED_SELECTOR
+from dagwright.operator.pods import observe
 
 log = logging.getLogger(__name__)
 

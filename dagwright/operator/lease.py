@@ -15,10 +15,11 @@ import time
 import kopf
 
 from dagwright.core.ownership import preferred_owner
+from dagwright.errors import FencedOut
+from dagwright.kube.objects import parse_epoch
+from dagwright.names import OWNER_EPOCH_ANNOTATION
 from dagwright.operator.context import Context
-from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION, parse_epoch
 from dagwright.operator.pods import Owner
-from dagwright.store.redis_store import FencedOut
 
 log = logging.getLogger(__name__)
 

@@ -23,18 +23,17 @@ from typing import Any
 from dagwright.core.graph import Job
 from dagwright.core.spec import Toleration
 from dagwright.core.state import PodObservation, PodPhase
-from dagwright.crdgen import GROUP
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-EXECUTION_LABEL = "dagwright.io/execution"
-JOB_LABEL = "dagwright.io/job"
-ATTEMPT_LABEL = "dagwright.io/attempt"
-EPOCH_LABEL = "dagwright.io/epoch"
-POOL_LABEL = "dagwright.io/pool"
-MANAGED_SELECTOR = {MANAGED_BY: "dagwright"}
-POD_SELECTOR = f"{MANAGED_BY}=dagwright"  # the same, as a label selector
-# Identity read back from the (immutable) container environment.
-JOB_ENV, ATTEMPT_ENV, POOL_ENV = "DAGWRIGHT_JOB", "DAGWRIGHT_ATTEMPT", "DAGWRIGHT_POOL"
+from dagwright.names import (
+    API_VERSION,
+    ATTEMPT_LABEL,
+    EPOCH_LABEL,
+    EXECUTION_KIND,
+    EXECUTION_LABEL,
+    JOB_LABEL,
+    MANAGED_BY,
+    POOL_LABEL,
+    PodEnv,
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,8 @@ class Owner:
     name: str
     namespace: str
     uid: str
-    api_version: str = "dagwright.io/v1alpha1"
-    kind: str = "DAGExecution"
+    api_version: str = API_VERSION
+    kind: str = EXECUTION_KIND
 
 
 def repository(image: str) -> str:
@@ -84,19 +83,6 @@ def pod_name(owner: Owner, job: str, attempt: int) -> str:
     return f"{owner.name}-{job}-{instance_hash(owner.uid)}-{attempt}"
 
 
-def controller_uid(meta: Mapping[str, Any]) -> str | None:
-    """The UID of the DAGExecution that controls this object, if one does."""
-    for ref in meta.get("ownerReferences") or []:
-        if (
-            ref.get("controller")
-            and ref.get("kind") == "DAGExecution"
-            and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
-        ):
-            uid = ref.get("uid")
-            return str(uid) if uid else None
-    return None
-
-
 def build_pod(
     owner: Owner,
     job: Job,
@@ -110,26 +96,24 @@ def build_pod(
 ) -> dict[str, Any]:
     env = [{"name": e.name, "value": e.value} for e in job.env]
     env += [
-        {"name": "DAGWRIGHT_EXECUTION", "value": owner.name},
-        {"name": "DAGWRIGHT_NAMESPACE", "value": owner.namespace},
-        {"name": "DAGWRIGHT_JOB", "value": job.name},
-        {"name": "DAGWRIGHT_JOB_TYPE", "value": job.type},
-        {"name": "DAGWRIGHT_ATTEMPT", "value": str(attempt)},
-        {"name": "DAGWRIGHT_EXECUTION_UID", "value": owner.uid},
+        {"name": PodEnv.EXECUTION, "value": owner.name},
+        {"name": PodEnv.NAMESPACE, "value": owner.namespace},
+        {"name": PodEnv.JOB, "value": job.name},
+        {"name": PodEnv.JOB_TYPE, "value": job.type},
+        {"name": PodEnv.ATTEMPT, "value": str(attempt)},
+        {"name": PodEnv.EXECUTION_UID, "value": owner.uid},
     ]
     if placement.pool:
-        env.append({"name": POOL_ENV, "value": placement.pool})
+        env.append({"name": PodEnv.POOL, "value": placement.pool})
     if runtime_redis_url:
         # Where the job runtime (worker image) sends heartbeats and checkpoints.
-        env.append({"name": "DAGWRIGHT_REDIS_URL", "value": runtime_redis_url})
+        env.append({"name": PodEnv.REDIS_URL, "value": runtime_redis_url})
     if checkpoint:
         # Resume where the last attempt got to (reported by the job runtime).
-        env.append({"name": "DAGWRIGHT_CHECKPOINT_PATH", "value": str(checkpoint.get("path", ""))})
-        env.append({"name": "DAGWRIGHT_CHECKPOINT_STEP", "value": str(checkpoint.get("step", ""))})
+        env.append({"name": PodEnv.CHECKPOINT_PATH, "value": str(checkpoint.get("path", ""))})
+        env.append({"name": PodEnv.CHECKPOINT_STEP, "value": str(checkpoint.get("step", ""))})
     if job.config is not None:
-        env.append(
-            {"name": "DAGWRIGHT_CONFIG", "value": json.dumps(job.config, separators=(",", ":"))}
-        )
+        env.append({"name": PodEnv.CONFIG, "value": json.dumps(job.config, separators=(",", ":"))})
     container: dict[str, Any] = {
         "name": "job",
         "image": job.image,
@@ -237,10 +221,10 @@ def identity(pod: Mapping[str, Any]) -> tuple[str, int, str | None] | None:
         if container.get("name") != "job":
             continue
         env = {e.get("name"): e.get("value") for e in container.get("env") or []}
-        job, attempt = env.get(JOB_ENV), env.get(ATTEMPT_ENV)
+        job, attempt = env.get(PodEnv.JOB), env.get(PodEnv.ATTEMPT)
         if not job or not attempt or not _DIGITS.match(attempt):
             return None
-        return str(job), int(attempt), env.get(POOL_ENV)
+        return str(job), int(attempt), env.get(PodEnv.POOL)
     return None
 
 

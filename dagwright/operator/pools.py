@@ -13,13 +13,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dagwright.core.autoscale import PoolObservation, ScaleDecision, ScaleMemory, decide_scale
 from dagwright.core.placement import Pool
 from dagwright.core.spec import ScaleTargetRef, WorkerPoolSpec
+from dagwright.names import POOL_LABEL, SCALE_DOWN_ANNOTATION
 from dagwright.operator.context import Context
 
 log = logging.getLogger(__name__)
-SCALE_DOWN_ANNOTATION = "dagwright.io/scale-down"
-# The label of the nodes made for a pool (by its machine template): only
-# they are ever cordoned for scale-down, whatever the pool's nodeSelector.
-POOL_MARKER = "dagwright.io/pool"
 
 
 @dataclass
@@ -51,7 +48,7 @@ class PoolController:
             # Only nodes made for this pool may go: a broad or mistyped
             # nodeSelector must never cordon another team's machines.
             removable = frozenset(
-                n.name for n in members if n.labels.get(POOL_MARKER) == name and n.schedulable
+                n.name for n in members if n.labels.get(POOL_LABEL) == name and n.schedulable
             )
             memory, now = self.memory.get(name, ScaleMemory()), time.time()
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from dagwright.core import record
-from dagwright.core.graph import Dag, InvalidDag, build_dag
+from dagwright.core.graph import Dag, build_dag
 from dagwright.core.placement import (
     capabilities,
 )
@@ -35,6 +35,7 @@ from dagwright.core.reconcile import (
 )
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobState, PodObservation, PodPhase
+from dagwright.errors import FencedOut, InvalidDag
 from dagwright.operator.admission import Admitter
 from dagwright.operator.context import Context, failpoint
 from dagwright.operator.effects import Effects
@@ -42,7 +43,6 @@ from dagwright.operator.informer import AttemptKey, ExecutionPods
 from dagwright.operator.lease import Lease
 from dagwright.operator.pods import Owner
 from dagwright.operator.publisher import Publisher
-from dagwright.store.redis_store import FencedOut
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,29 @@
-"""Redis keys and payloads shared by the operator (async client) and the job
-runtime inside worker pods (sync client): one definition, two writers."""
+"""Every Redis key and channel dagwright uses, one function each, and the
+payloads two writers share (the operator's async client and the job runtime's
+sync one in worker pods). Nothing else spells a key.
+
+Per execution, keyed by the DAGExecution's UID (a deleted and re-created
+execution of the same name never sees old state):
+
+- ``dw:x:{uid}:jobs``         HASH job name -> JobState JSON
+- ``dw:x:{uid}:lease``        owner instance id, with a TTL
+- ``dw:x:{uid}:epoch``        fencing token, incremented on every change of owner
+- ``dw:x:{uid}:ckpt:{job}``   the job's latest checkpoint (any attempt)
+- ``dw:x:{uid}:hb:{job}``     the runtime's sign of life for the current attempt
+
+Per WorkerPool (see ``slots.py``):
+
+- ``dw:q:{pool}``      ZSET jobs waiting for a slot, best first
+- ``dw:qseen:{pool}``  HASH member -> last time its owner asked
+- ``dw:held:{pool}``   HASH member -> "<expiry ms>|<node>" of a held slot
+- ``dw:hexp:{pool}``   ZSET member -> expiry ms of its held slot
+- ``dw:used:{pool}``   HASH node -> held slots on it
+
+Cluster-wide: ``dw:operator:{instance}`` (an operator's heartbeat),
+``dw:worker:{id}`` (a worker registered over REST), ``dw:queue:paused`` (the
+pause switch); channels ``dw:queue`` (paused/resumed) and ``dw:slots-freed``
+(a pool whose slots were released).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +31,78 @@ import json
 import time
 from typing import Any
 
-PREFIX = "dw:x:"
 CHECKPOINT_TTL_SECONDS = 7 * 24 * 3600
 
+_EXECUTION = "dw:x:"
+_OPERATOR = "dw:operator:"
+_WORKER = "dw:worker:"
 
-def execution(uid: str) -> str:
-    return f"{PREFIX}{uid}"
+PAUSED = "dw:queue:paused"
+QUEUE_CHANNEL = "dw:queue"
+FREED_CHANNEL = "dw:slots-freed"
+
+
+# --- per execution -----------------------------------------------------------------
+
+
+def jobs(uid: str) -> str:
+    return f"{_EXECUTION}{uid}:jobs"
+
+
+def lease(uid: str) -> str:
+    return f"{_EXECUTION}{uid}:lease"
+
+
+def epoch(uid: str) -> str:
+    return f"{_EXECUTION}{uid}:epoch"
 
 
 def checkpoint(uid: str, job: str) -> str:
     """The latest checkpoint of a job, whatever attempt wrote it."""
-    return f"{PREFIX}{uid}:ckpt:{job}"
+    return f"{_EXECUTION}{uid}:ckpt:{job}"
+
+
+def checkpoints(uid: str) -> str:
+    """A SCAN pattern matching every checkpoint of the execution."""
+    return checkpoint(uid, "*")
 
 
 def heartbeat(uid: str, job: str) -> str:
     """The runtime's sign of life for the job's current attempt (expires)."""
-    return f"{PREFIX}{uid}:hb:{job}"
+    return f"{_EXECUTION}{uid}:hb:{job}"
+
+
+# --- per pool ----------------------------------------------------------------------
+
+
+def queue(pool: str) -> str:
+    return f"dw:q:{pool}"
+
+
+def pool_slots(pool: str) -> list[str]:
+    """The keys the slot scripts take, in their KEYS order: queue, seen,
+    held, expiries, used."""
+    return [queue(pool), *(f"dw:{kind}:{pool}" for kind in ("qseen", "held", "hexp", "used"))]
+
+
+# --- cluster-wide ------------------------------------------------------------------
+
+
+def operator(instance: str) -> str:
+    return f"{_OPERATOR}{instance}"
+
+
+OPERATORS = operator("*")  # SCAN pattern
+
+
+def worker(worker_id: str) -> str:
+    return f"{_WORKER}{worker_id}"
+
+
+WORKERS = worker("*")  # SCAN pattern
+
+
+# --- shared payloads ---------------------------------------------------------------
 
 
 def checkpoint_payload(path: str, step: int | None) -> str:

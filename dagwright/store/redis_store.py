@@ -1,11 +1,4 @@
-"""Execution state, leases and fencing in Redis.
-
-Keys (every one under ``dw:``, keyed by the DAGExecution's UID so a deleted
-and re-created execution of the same name never sees old state):
-
-- ``dw:x:{uid}:jobs``   hash job name -> JobState JSON
-- ``dw:x:{uid}:lease``  owner instance id, with a TTL
-- ``dw:x:{uid}:epoch``  fencing token, incremented on every change of owner
+"""Execution state, leases and fencing in Redis (the keys: ``keys.py``).
 
 Ownership: ``acquire`` takes or renews the lease and returns the epoch the
 caller holds. Every state write passes that epoch; the Lua script refuses the
@@ -23,13 +16,8 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from dagwright.core.state import JobState
+from dagwright.errors import FencedOut
 from dagwright.store import keys
-from dagwright.store.keys import CHECKPOINT_TTL_SECONDS, PREFIX
-
-OPERATORS_PREFIX = "dw:operator:"
-PAUSED_KEY = "dw:queue:paused"
-QUEUE_CHANNEL = "dw:queue"
-WORKERS_PREFIX = "dw:worker:"
 
 # KEYS: lease, epoch. ARGV: instance id, ttl ms, least epoch of a new term.
 # Returns the epoch held by this instance, or -(ttl left) when another owns it.
@@ -96,10 +84,6 @@ return 1
 _SAVE_BATCH = 2000
 
 
-class FencedOut(Exception):
-    """This instance's epoch is stale: another instance owns the execution."""
-
-
 class Store:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
@@ -107,11 +91,6 @@ class Store:
         self._save = redis.register_script(_SAVE)
         self._release = redis.register_script(_RELEASE)
         self._expire = redis.register_script(_EXPIRE)
-
-    @staticmethod
-    def _keys(uid: str) -> tuple[str, str, str]:
-        base = keys.execution(uid)
-        return f"{base}:jobs", f"{base}:lease", f"{base}:epoch"
 
     async def acquire(self, uid: str, instance: str, ttl_seconds: float) -> int | None:
         """Take or renew the lease; the epoch held, or None if another owns it."""
@@ -123,20 +102,19 @@ class Store:
         """(epoch held, 0) or (None, seconds until the other owner's lease
         lapses). ``least``: the held epoch must be at least this, or a new
         term above it begins."""
-        _, lease, epoch = self._keys(uid)
         result = int(
             await self._acquire(
-                keys=[lease, epoch], args=[instance, int(ttl_seconds * 1000), least]
+                keys=[keys.lease(uid), keys.epoch(uid)],
+                args=[instance, int(ttl_seconds * 1000), least],
             )
         )
         return (result, 0.0) if result > 0 else (None, -result / 1000)
 
     async def lease_holder(self, uid: str) -> tuple[str | None, float]:
         """Who holds the lease (None: nobody) and for how many more seconds."""
-        _, lease, _ = self._keys(uid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(lease)
-            pipe.pttl(lease)
+            pipe.get(keys.lease(uid))
+            pipe.pttl(keys.lease(uid))
             holder, pttl = await pipe.execute()
         return (str(holder) if holder else None), max(int(pttl), 0) / 1000
 
@@ -149,44 +127,43 @@ class Store:
         }
 
     async def release(self, uid: str, instance: str) -> None:
-        _, lease, _ = self._keys(uid)
-        await self._release(keys=[lease], args=[instance])
+        await self._release(keys=[keys.lease(uid)], args=[instance])
 
     async def load(self, uid: str) -> dict[str, JobState]:
-        jobs, _, _ = self._keys(uid)
-        raw = cast(Mapping[str, str], await self.redis.hgetall(jobs))  # decode_responses=True
+        raw = cast(
+            Mapping[str, str], await self.redis.hgetall(keys.jobs(uid))
+        )  # decode_responses=True
         return {name: JobState.from_json(json.loads(value)) for name, value in raw.items()}
 
     async def save(self, uid: str, epoch: int, states: Mapping[str, JobState]) -> None:
         """Write job states if ``epoch`` is still current; FencedOut otherwise."""
-        jobs, _, epoch_key = self._keys(uid)
         items = list(states.items())
         for start in range(0, max(len(items), 1), _SAVE_BATCH):
             args: list[str | int] = [epoch]
             for name, state in items[start : start + _SAVE_BATCH]:
                 args += [name, json.dumps(state.to_json(), separators=(",", ":"))]
-            if not await self._save(keys=[epoch_key, jobs], args=args):
+            if not await self._save(keys=[keys.epoch(uid), keys.jobs(uid)], args=args):
                 raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
 
     async def expire(self, uid: str, epoch: int, ttl_seconds: int) -> None:
         """A finished execution's state expires after ``ttl_seconds``."""
-        jobs, lease, epoch_key = self._keys(uid)
-        if not await self._expire(keys=[epoch_key, jobs, lease], args=[epoch, ttl_seconds]):
+        fenced = [keys.epoch(uid), keys.jobs(uid), keys.lease(uid)]
+        if not await self._expire(keys=fenced, args=[epoch, ttl_seconds]):
             raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
 
     async def delete(self, uid: str) -> None:
         checkpoints = [
-            k async for k in self.redis.scan_iter(match=f"{PREFIX}{uid}:ckpt:*", count=500)
+            k async for k in self.redis.scan_iter(match=keys.checkpoints(uid), count=500)
         ]
-        await self.redis.delete(*self._keys(uid), *checkpoints)
+        await self.redis.delete(keys.jobs(uid), keys.lease(uid), keys.epoch(uid), *checkpoints)
 
     async def heartbeat(self, instance: str, owned: int, ttl_seconds: float) -> None:
         payload = json.dumps({"instance": instance, "owned": owned, "at": time.time()})
-        await self.redis.set(f"{OPERATORS_PREFIX}{instance}", payload, px=int(ttl_seconds * 1000))
+        await self.redis.set(keys.operator(instance), payload, px=int(ttl_seconds * 1000))
 
     async def operators(self) -> list[dict[str, object]]:
         """Live operator instances (their heartbeats have not expired)."""
-        found = [k async for k in self.redis.scan_iter(match=f"{OPERATORS_PREFIX}*", count=100)]
+        found = [k async for k in self.redis.scan_iter(match=keys.OPERATORS, count=100)]
         values = await self.redis.mget(found) if found else []
         return [json.loads(v) for v in values if v]
 
@@ -196,7 +173,7 @@ class Store:
         await self.redis.set(
             keys.checkpoint(uid, job),
             keys.checkpoint_payload(path, step),
-            ex=CHECKPOINT_TTL_SECONDS,
+            ex=keys.CHECKPOINT_TTL_SECONDS,
         )
 
     async def checkpoints(self, uid: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
@@ -229,14 +206,22 @@ class Store:
         """Pause: no new job starts anywhere (running jobs finish)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             if paused:
-                pipe.set(PAUSED_KEY, "1")
+                pipe.set(keys.PAUSED, "1")
             else:
-                pipe.delete(PAUSED_KEY)
-            pipe.publish(QUEUE_CHANNEL, "paused" if paused else "resumed")
+                pipe.delete(keys.PAUSED)
+            pipe.publish(keys.QUEUE_CHANNEL, "paused" if paused else "resumed")
             await pipe.execute()
 
     async def paused(self) -> bool:
-        return bool(await self.redis.exists(PAUSED_KEY))
+        return bool(await self.redis.exists(keys.PAUSED))
+
+    async def queued(self, pools: list[str]) -> dict[str, int]:
+        """How many jobs wait for a slot in each of ``pools`` (one round trip)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.zcard(keys.queue(pool))
+            counts = await pipe.execute()
+        return {pool: int(n) for pool, n in zip(pools, counts, strict=True)}
 
     # --- workers registered over REST ---------------------------------------
 
@@ -244,12 +229,10 @@ class Store:
         self, worker_id: str, data: dict[str, Any], ttl_seconds: float
     ) -> None:
         data = {**data, "lastHeartbeat": time.time(), "currentLoad": 0}
-        await self.redis.set(
-            f"{WORKERS_PREFIX}{worker_id}", json.dumps(data), px=int(ttl_seconds * 1000)
-        )
+        await self.redis.set(keys.worker(worker_id), json.dumps(data), px=int(ttl_seconds * 1000))
 
     async def worker_heartbeat(self, worker_id: str, load: int, ttl_seconds: float) -> bool:
-        key = f"{WORKERS_PREFIX}{worker_id}"
+        key = keys.worker(worker_id)
         raw = await self.redis.get(key)
         if raw is None:
             return False
@@ -258,9 +241,9 @@ class Store:
         return True
 
     async def unregister_worker(self, worker_id: str) -> bool:
-        return bool(await self.redis.delete(f"{WORKERS_PREFIX}{worker_id}"))
+        return bool(await self.redis.delete(keys.worker(worker_id)))
 
     async def workers(self) -> list[dict[str, Any]]:
-        found = [k async for k in self.redis.scan_iter(match=f"{WORKERS_PREFIX}*", count=500)]
+        found = [k async for k in self.redis.scan_iter(match=keys.WORKERS, count=500)]
         values = await self.redis.mget(found) if found else []
         return [json.loads(v) for v in values if v]

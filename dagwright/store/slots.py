@@ -1,16 +1,15 @@
 """Job slots of WorkerPools, shared by every execution and operator instance.
 
-Per pool:
-- ``dw:q:{pool}``      ZSET: jobs waiting for a slot, best first
-                       (score: higher priority first, then first come);
-- ``dw:qseen:{pool}``  HASH: member -> last time its owner asked (stale ones
-                       are dropped, so a dead execution never blocks a queue);
-- ``dw:held:{pool}``   HASH: member -> "<expiry ms>|<node>" of a held slot;
-                       owners renew the slots of running jobs and release
-                       finished ones;
-- ``dw:hexp:{pool}``   ZSET: member -> expiry ms of its held slot, so lapsed
-                       slots are found without reading every held one;
-- ``dw:used:{pool}``   HASH: node -> held slots on it.
+Per pool (``keys.pool_slots``):
+- the queue, a ZSET of jobs waiting for a slot, best first (score: higher
+  priority first, then first come);
+- ``seen``: member -> last time its owner asked (stale ones are dropped, so a
+  dead execution never blocks a queue);
+- ``held``: member -> "<expiry ms>|<node>" of a held slot; owners renew the
+  slots of running jobs and release finished ones;
+- ``expiries``: member -> expiry ms of its held slot, so lapsed slots are
+  found without reading every held one;
+- ``used``: node -> held slots on it.
 
 A member is ``{execution uid}/{job}``. Every change to a held slot is a Lua
 script that keeps the three held structures in step, so admission costs
@@ -32,8 +31,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from dagwright.core.admission import score
-
-FREED_CHANNEL = "dw:slots-freed"
+from dagwright.store import keys
 
 # Shared by the scripts. KEYS[3..5]: held, expiries, used counts.
 _HELD = """
@@ -165,14 +163,6 @@ return redis.call('HGETALL', KEYS[5])
 )
 
 
-def _keys(pool: str) -> list[str]:
-    return [f"dw:{kind}:{pool}" for kind in ("q", "qseen", "held", "hexp", "used")]
-
-
-def queue_key(pool: str) -> str:
-    return _keys(pool)[0]
-
-
 def _by_pool(entries: Iterable[tuple[str, ...]]) -> dict[str, list[str]]:
     """(pool, *fields) tuples -> pool: the fields of all its entries, flat."""
     grouped: dict[str, list[str]] = {}
@@ -205,7 +195,7 @@ class Slots:
         ]
         for node, slots in nodes:
             args += [node, slots]
-        granted = await self._admit(keys=_keys(pool), args=args)
+        granted = await self._admit(keys=keys.pool_slots(pool), args=args)
         return str(granted) if granted else None
 
     async def enqueue(self, waiting: Iterable[tuple[str, str, int, float]]) -> None:
@@ -220,14 +210,14 @@ class Slots:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for pool, scores in places.items():
-                queue, seen, *_ = _keys(pool)
+                queue, seen, *_ = keys.pool_slots(pool)
                 pipe.zadd(queue, scores, nx=True)
                 pipe.hset(seen, mapping=dict.fromkeys(scores, now_ms))
             await pipe.execute()
 
     async def withdraw(self, pool: str, who: str) -> None:
         """Leave a queue (admitted elsewhere, or no longer ready)."""
-        queue, seen, *_ = _keys(pool)
+        queue, seen, *_ = keys.pool_slots(pool)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(queue, who)
             pipe.hdel(seen, who)
@@ -237,24 +227,26 @@ class Slots:
         """Extend the slots of (pool, member, node) triples still running."""
         expiry = int(time.time() * 1000) + self.hold_ms
         for pool, pairs in _by_pool(held).items():
-            await self._renew(keys=_keys(pool), args=[expiry, *pairs])
+            await self._renew(keys=keys.pool_slots(pool), args=[expiry, *pairs])
 
     async def release(self, held: Iterable[tuple[str, str]]) -> None:
         """Free the slots of (pool, member) pairs and tell the waiting runners."""
         grouped = _by_pool(held)
         for pool, members in grouped.items():
-            await self._release(keys=_keys(pool), args=members)
+            await self._release(keys=keys.pool_slots(pool), args=members)
         if grouped:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for pool in grouped:
-                    pipe.publish(FREED_CHANNEL, pool)
+                    pipe.publish(keys.FREED_CHANNEL, pool)
                 await pipe.execute()
 
     async def used(self, pool: str) -> dict[str, int]:
         """Held slots per node (lapsed ones reclaimed first)."""
-        flat = cast(list[str], await self._used(keys=_keys(pool), args=[int(time.time() * 1000)]))
+        flat = cast(
+            list[str], await self._used(keys=keys.pool_slots(pool), args=[int(time.time() * 1000)])
+        )
         counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return {node: n for node, n in counts.items() if n > 0}
 
     async def queued(self, pool: str) -> int:
-        return int(await self.redis.zcard(_keys(pool)[0]))
+        return int(await self.redis.zcard(keys.queue(pool)))

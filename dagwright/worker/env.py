@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from dagwright.names import PodEnv
+
 
 @dataclass(frozen=True)
 class JobEnv:
@@ -19,12 +21,12 @@ class JobEnv:
     def from_environ(cls) -> JobEnv:
         env = os.environ
         return cls(
-            execution=env.get("DAGWRIGHT_EXECUTION", ""),
-            execution_uid=env.get("DAGWRIGHT_EXECUTION_UID", ""),
-            namespace=env.get("DAGWRIGHT_NAMESPACE", ""),
-            job=env.get("DAGWRIGHT_JOB", ""),
-            attempt=int(env.get("DAGWRIGHT_ATTEMPT", "1") or 1),
-            redis_url=env.get("DAGWRIGHT_REDIS_URL") or None,
+            execution=env.get(PodEnv.EXECUTION, ""),
+            execution_uid=env.get(PodEnv.EXECUTION_UID, ""),
+            namespace=env.get(PodEnv.NAMESPACE, ""),
+            job=env.get(PodEnv.JOB, ""),
+            attempt=int(env.get(PodEnv.ATTEMPT, "1") or 1),
+            redis_url=env.get(PodEnv.REDIS_URL) or None,
         )
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from dagwright.names import PodEnv
 from dagwright.store import keys
 from dagwright.worker.env import JobEnv
 
@@ -50,7 +51,7 @@ class Runtime:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        child_env = {**os.environ, "DAGWRIGHT_PROGRESS_FILE": str(self.progress_file)}
+        child_env = {**os.environ, PodEnv.PROGRESS_FILE: str(self.progress_file)}
         try:
             self._child = subprocess.Popen(self.command, env=child_env)
         except OSError as exc:
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime = Runtime(
         args,
         env,
-        heartbeat_seconds=float(os.environ.get("DAGWRIGHT_HEARTBEAT_SECONDS", "30")),
-        grace_seconds=float(os.environ.get("DAGWRIGHT_GRACE_SECONDS", "25")),
+        heartbeat_seconds=float(os.environ.get(PodEnv.HEARTBEAT_SECONDS, "30")),
+        grace_seconds=float(os.environ.get(PodEnv.GRACE_SECONDS, "25")),
     )
     return runtime.run()

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from dagwright.names import PodEnv
 from dagwright.store import keys
 from dagwright.worker.env import JobEnv
 
@@ -47,7 +48,7 @@ def _redis() -> redis.Redis | None:
 
 def config() -> dict[str, Any]:
     """The job's ``config`` from the manifest (``{}`` when it has none)."""
-    raw = os.environ.get("DAGWRIGHT_CONFIG")
+    raw = os.environ.get(PodEnv.CONFIG)
     return dict(json.loads(raw)) if raw else {}
 
 
@@ -69,9 +70,9 @@ def latest_checkpoint() -> Checkpoint | None:
                 data = json.loads(str(raw))
                 return Checkpoint(str(data["path"]), data.get("step"))
     # What the operator knew when it created this pod.
-    path = os.environ.get("DAGWRIGHT_CHECKPOINT_PATH")
+    path = os.environ.get(PodEnv.CHECKPOINT_PATH)
     if path:
-        step = os.environ.get("DAGWRIGHT_CHECKPOINT_STEP")
+        step = os.environ.get(PodEnv.CHECKPOINT_STEP)
         return Checkpoint(path, int(step) if step else None)
     return None
 
@@ -94,7 +95,7 @@ def report_progress(done: float, total: float | None = None, message: str = "") 
     """Progress for people: written to the log and, with the next heartbeat, to Redis."""
     shown = f"{done}/{total}" if total else f"{done}"
     log.info("progress %s %s", shown, message)
-    path = os.environ.get("DAGWRIGHT_PROGRESS_FILE")
+    path = os.environ.get(PodEnv.PROGRESS_FILE)
     if path:
         # The runtime (the parent process) reads it into its heartbeats.
         tmp = f"{path}.tmp"

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from kubernetes_asyncio import client
 
-from dagwright.api.app import ApiSettings, create_app
+from dagwright.api.app import create_app
+from dagwright.api.settings import ApiSettings
 from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.devcluster.redis_server import RedisServer
 from tests.conftest import Pools, wait_for

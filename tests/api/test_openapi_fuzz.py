@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case
 from schemathesis.checks import positive_data_acceptance
 
-from dagwright.api.app import ApiSettings, create_app
+from dagwright.api.app import create_app
+from dagwright.api.settings import ApiSettings
 from tests.conftest import API_TOKEN, ApiProcess, OperatorProcess
 
 # The document is a pure function of the code; the test below checks that the

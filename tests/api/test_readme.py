@@ -11,7 +11,7 @@ import httpx
 import pytest
 from kubernetes_asyncio import client
 
-from dagwright.crdgen import GROUP, VERSION
+from dagwright.names import GROUP, VERSION
 from tests.conftest import API_TOKEN, REPO, ApiProcess, OperatorProcess, Pools, wait_for
 
 

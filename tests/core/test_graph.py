@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dagwright.core.durations import parse_duration
-from dagwright.core.graph import InvalidDag, build_dag, find_cycle
+from dagwright.core.graph import build_dag, find_cycle
 from dagwright.core.spec import Backoff, DAGExecutionSpec
+from dagwright.errors import InvalidDag
 
 
 def spec(*jobs: dict[str, object], **extra: object) -> DAGExecutionSpec:

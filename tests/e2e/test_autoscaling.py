@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
-from dagwright.operator.pools import POOL_MARKER
+from dagwright.names import GROUP, POOL_LABEL, VERSION
 from tests.conftest import Nodes, Pools, apply_crd, rig_crd, wait_for
 from tests.helpers import create_execution, wait_phase
 
@@ -136,8 +135,8 @@ async def test_pool_scales_up_for_queued_jobs_and_back_down_when_idle(
     pool = await pools.create(
         ["cpu"], size=0, max_concurrency=2, extra_spec={"autoscaling": autoscaling}
     )
-    # The machine template marks its nodes as the pool's (POOL_MARKER).
-    machines = Machines(kube, nodes, namespace, {"dagwright.io/test-pool": pool, POOL_MARKER: pool})
+    # The machine template marks its nodes as the pool's (POOL_LABEL).
+    machines = Machines(kube, nodes, namespace, {"dagwright.io/test-pool": pool, POOL_LABEL: pool})
     async with running(machines):
         await wait_for("the first machine", lambda: _ready_nodes(objects, pool, 1), within=30)
         spec: dict[str, Any] = {
@@ -228,7 +227,7 @@ async def test_scale_down_never_touches_nodes_not_made_for_the_pool_or_running_p
         ["cpu"], size=0, extra_spec={"autoscaling": autoscaling, "nodeSelector": broad}
     )
     for node in (busy, idle):  # what the pool's machine template would have set
-        await core.patch_node(node, {"metadata": {"labels": {POOL_MARKER: pool}}})
+        await core.patch_node(node, {"metadata": {"labels": {POOL_LABEL: pool}}})
 
     async def cordoned(name: str) -> bool:
         return bool((await core.read_node(name)).spec.unschedulable)

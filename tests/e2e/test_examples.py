@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from dagwright.crdgen import GROUP, VERSION
+from dagwright.names import GROUP, VERSION
 from tests.conftest import Nodes
 from tests.helpers import record_pods, wait_phase
 

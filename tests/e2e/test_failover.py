@@ -71,7 +71,7 @@ async def test_node_death_moves_the_job_to_a_healthy_node_and_resumes_from_its_c
             )
             == healthy
         )
-        replaced_at = history.first("ft-train-2", phase="Running")
+        replaced_at = await history.when("ft-train-2", "Running")
         final = await wait_phase(kube, namespace, "ft", "Succeeded", "Failed", within=60)
     failover = replaced_at - marked_at
     detection = marked_at - killed_at

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from kubernetes_asyncio import client
 
 from dagwright.devcluster.redis_server import RedisServer
-from dagwright.operator.kube import OWNER_ANNOTATION, OWNER_EPOCH_ANNOTATION
+from dagwright.names import OWNER_ANNOTATION, OWNER_EPOCH_ANNOTATION
 from tests.conftest import LEASE, Fleet, OperatorProcess, Pools, TestCluster, wait_for
 from tests.helpers import (
     PodHistory,

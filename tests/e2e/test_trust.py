@@ -14,11 +14,10 @@ import redis.asyncio as aioredis
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.crdgen import GROUP, VERSION
 from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.devcluster.processes import free_port
 from dagwright.devcluster.redis_server import RedisServer
-from dagwright.operator.kube import OWNER_EPOCH_ANNOTATION
+from dagwright.names import GROUP, OWNER_EPOCH_ANNOTATION, VERSION
 from dagwright.operator.pods import Owner, pod_name
 from tests.conftest import Fleet, OperatorProcess, Pools, TestCluster, wait_for
 from tests.helpers import (

@@ -1,69 +1,45 @@
-"""The few Kubernetes calls the operator makes, each idempotent."""
+"""The operator's Kubernetes calls, each idempotent, and what it believes of
+an object's metadata (its controller's UID, an owner epoch)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import aiohttp
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.crdgen import GROUP, VERSION
-from dagwright.operator.pods import controller_uid
+from dagwright.errors import NameTaken
+from dagwright.kube.client import merge_patch, raise_for_status, send
+from dagwright.names import (
+    EXECUTION_KIND,
+    EXECUTIONS,
+    GROUP,
+    OWNER_ANNOTATION,
+    OWNER_EPOCH_ANNOTATION,
+    POOLS,
+    VERSION,
+)
 
 log = logging.getLogger(__name__)
 
 
-async def new_api_client() -> client.ApiClient:
-    """From $KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount."""
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        api = client.ApiClient()
-    except config.ConfigException:
-        api = await config.new_client_from_config()
-    if not any(os.environ.get(v) for v in _PROXY_VARIABLES):
-        # The client's aiohttp session trusts the environment: for every
-        # request it looks for a proxy and reads ~/.netrc in a worker thread
-        # (a tenth of the operator's CPU when creating pods). With no proxy
-        # configured there is nothing to find.
-        api.rest_client.pool_manager._trust_env = False
-    return api
-
-
-_PROXY_VARIABLES = [
-    name
-    for lower in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy")
-    for name in (lower, lower.upper())
-]
-
-
-async def raise_for_status(response: aiohttp.ClientResponse) -> None:
-    """What the client does for decoded calls, for a raw response (a call made
-    with ``_preload_content=False``): an ApiException with the server's body."""
-    if not 200 <= response.status <= 299:
-        exc = ApiException(status=response.status, reason=response.reason)
-        exc.body = await response.read()  # the client keeps bodies as read
-        raise exc
-
-
-async def _send(call: Awaitable[Any]) -> None:
-    """Await a raw call whose answer we do not decode: raise on an error
-    status, and release the connection (the client does neither then)."""
-    response = await call
-    try:
-        await raise_for_status(response)
-        # aiohttp closes, rather than pools, a connection released before its
-        # body was read to the end: the next call would pay a TLS handshake
-        # (about a third of all connections when creating pods at full speed).
-        await response.read()
-    finally:
-        response.release()
+def controller_uid(meta: Mapping[str, Any]) -> str | None:
+    """The UID of the DAGExecution that controls this object, if one does."""
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == EXECUTION_KIND
+            and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+        ):
+            uid = ref.get("uid")
+            return str(uid) if uid else None
+    return None
 
 
 async def _newer(
@@ -77,11 +53,6 @@ async def _newer(
         if meta is not None and meta.get("resourceVersion") != version:
             return meta
     return None
-
-
-# Not under "dagwright.io/": kopf keeps its handler progress there and purges it.
-OWNER_ANNOTATION = f"ownership.{GROUP}/instance"
-OWNER_EPOCH_ANNOTATION = f"ownership.{GROUP}/epoch"
 
 
 async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, Any] | None:
@@ -103,11 +74,7 @@ async def relabel_pod(
     is immutable, so a patch naming another one (the pod was replaced) is
     refused."""
     body = {"metadata": {"uid": uid, "labels": dict(labels)}}
-    await _send(core.patch_namespaced_pod(name, namespace, cast(Any, body), _preload_content=False))
-
-
-class NameTaken(Exception):
-    """A pod's name is held by a pod this execution did not create."""
+    await send(core.patch_namespaced_pod(name, namespace, cast(Any, body), _preload_content=False))
 
 
 # Epochs are Redis-issued and at least the time in ms (about 1.8e12 in 2026);
@@ -124,14 +91,6 @@ def parse_epoch(value: object) -> int | None:
         return None
     epoch = int(value)
     return epoch if epoch <= MAX_EPOCH else None
-
-
-def error_message(exc: ApiException) -> str:
-    """The API server's own sentence for a refused call (from its Status body)."""
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, TypeError, AttributeError):
-        return f"{exc.status} {exc.reason}"
 
 
 class Kube:
@@ -153,7 +112,7 @@ class Kube:
             if unless():
                 return None
             try:
-                await _send(
+                await send(
                     self.core.create_namespaced_pod(
                         meta["namespace"], cast(Any, manifest), _preload_content=False
                     )
@@ -183,7 +142,7 @@ class Kube:
             body["gracePeriodSeconds"] = 0
         async with self._limit:
             try:
-                await _send(
+                await send(
                     self.core.delete_namespaced_pod(
                         name, namespace, body=cast(Any, body), _preload_content=False
                     )
@@ -193,34 +152,17 @@ class Kube:
                 if exc.status not in (404, 409):
                     raise
 
-    async def _merge_patch_execution(
-        self, namespace: str, name: str, body: dict[str, Any], *, status: bool = False
-    ) -> None:
-        """A JSON merge patch of a DAGExecution (custom objects take no
-        strategic merge; the stubs lack _content_type), or of its status."""
-        custom = self.custom
-        call = (
-            custom.patch_namespaced_custom_object_status
-            if status
-            else custom.patch_namespaced_custom_object
-        )
-        await _send(
-            cast(Any, call)(
-                GROUP,
-                VERSION,
-                namespace,
-                "dagexecutions",
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
-            )
-        )
-
     async def patch_execution_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
-        await self._merge_patch_execution(namespace, name, {"status": status}, status=True)
+        await merge_patch(
+            self.custom,
+            EXECUTIONS,
+            name,
+            {"status": status},
+            namespace=namespace,
+            subresource="status",
+        )
 
     async def ensure_priority_classes(self) -> bool:
         """PriorityClasses dagwright-priority-1..10, so the scheduler orders
@@ -242,7 +184,7 @@ class Kube:
                 "description": f"dagwright job priority {priority}",
             }
             try:
-                await _send(
+                await send(
                     scheduling.create_priority_class(cast(Any, body), _preload_content=False)
                 )
             except ApiException as exc:
@@ -276,7 +218,7 @@ class Kube:
         for _ in range(10):
             if meta is None:
                 obj = await self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "dagexecutions", name
+                    GROUP, VERSION, namespace, EXECUTIONS, name
                 )
                 meta = obj["metadata"]
             recorded = parse_epoch((meta.get("annotations") or {}).get(OWNER_EPOCH_ANNOTATION))
@@ -292,7 +234,7 @@ class Kube:
                 }
             }
             try:
-                await self._merge_patch_execution(namespace, name, body)
+                await merge_patch(self.custom, EXECUTIONS, name, body, namespace=namespace)
                 return None
             except ApiException as exc:
                 if exc.status != 409:
@@ -303,18 +245,7 @@ class Kube:
         raise ApiException(status=409, reason=f"could not record the owner of {namespace}/{name}")
 
     async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:
-        patch = cast(Any, self.custom.patch_cluster_custom_object_status)
-        await _send(
-            patch(
-                GROUP,
-                VERSION,
-                "workerpools",
-                name,
-                {"status": status},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
-            )
-        )
+        await merge_patch(self.custom, POOLS, name, {"status": status}, subresource="status")
 
     async def pods_on(self, node: str) -> int:
         """Pods that still run, or may, on ``node`` (DaemonSet pods aside:
@@ -332,40 +263,22 @@ class Kube:
     async def cordon(self, node: str, annotation: str) -> None:
         """Mark an idle node for removal: no new job lands on it."""
         body = {"metadata": {"annotations": {annotation: "true"}}, "spec": {"unschedulable": True}}
-        await _send(self.core.patch_node(node, cast(Any, body), _preload_content=False))
+        await send(self.core.patch_node(node, cast(Any, body), _preload_content=False))
 
     async def patch_scale(
         self, group: str, version: str, plural: str, namespace: str | None, name: str, replicas: int
     ) -> None:
         body = {"spec": {"replicas": replicas}}
-        patch: Any
-        if namespace:
-            patch = self.custom.patch_namespaced_custom_object_scale
-            await _send(
-                patch(
-                    group,
-                    version,
-                    namespace,
-                    plural,
-                    name,
-                    body,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                )
-            )
-        else:
-            patch = self.custom.patch_cluster_custom_object_scale
-            await _send(
-                patch(
-                    group,
-                    version,
-                    plural,
-                    name,
-                    body,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                )
-            )
+        await merge_patch(
+            self.custom,
+            plural,
+            name,
+            body,
+            namespace=namespace,
+            subresource="scale",
+            group=group,
+            version=version,
+        )
 
     async def plural(self, group: str, version: str, kind: str) -> str:
         """The resource name of ``kind``, from API discovery."""

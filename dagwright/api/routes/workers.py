@@ -1,0 +1,81 @@
+"""Workers: those registered over REST (with heartbeats) and the nodes of
+every WorkerPool, in one list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dagwright.api.deps import Svc, Who, WorkerId, guarded_router
+from dagwright.api.errors import Problem
+from dagwright.api.models import Worker, WorkerHeartbeat, WorkerRegistration, problems
+from dagwright.names import GROUP, POOLS, VERSION
+
+router = guarded_router("/workers", "workers")
+
+
+@router.post("/register", status_code=201, response_model=Worker)
+async def register(body: WorkerRegistration, svc: Svc, caller: Who) -> Worker:
+    await svc.allow(caller, "update", POOLS)
+    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    data = body.model_dump(by_alias=True)
+    await svc.store.register_worker(body.worker_id, data, ttl_seconds=2 * timeout)
+    return registered(data | {"lastHeartbeat": time.time(), "currentLoad": 0}, timeout)
+
+
+@router.post("/{worker_id}/heartbeat", response_model=dict[str, bool], responses=problems(404))
+async def heartbeat(
+    worker_id: WorkerId, body: WorkerHeartbeat, svc: Svc, caller: Who
+) -> dict[str, bool]:
+    await svc.allow(caller, "update", POOLS)
+    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    if not await svc.store.worker_heartbeat(worker_id, body.current_load, ttl_seconds=2 * timeout):
+        raise Problem(404, f"worker {worker_id} is not registered (or its registration expired)")
+    return {"ok": True}
+
+
+@router.delete("/{worker_id}", status_code=204, responses=problems(404))
+async def unregister(worker_id: WorkerId, svc: Svc, caller: Who) -> None:
+    await svc.allow(caller, "update", POOLS)
+    if not await svc.store.unregister_worker(worker_id):
+        raise Problem(404, f"worker {worker_id} is not registered")
+
+
+@router.get("", response_model=list[Worker])
+async def workers(svc: Svc, caller: Who) -> list[Worker]:
+    """Registered workers and the nodes of every WorkerPool, in one list."""
+    await svc.allow(caller, "list", POOLS)
+    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    result = [registered(w, timeout) for w in await svc.store.workers()]
+    pools = (await svc.objects.list_cluster_custom_object(GROUP, VERSION, POOLS))["items"]
+    for pool in pools:
+        spec, status = pool["spec"], pool.get("status") or {}
+        for member in status.get("members", []):
+            result.append(
+                Worker(
+                    worker_id=member["name"],
+                    source="pool",
+                    hostname=member["name"],
+                    capabilities=spec.get("capabilities", []),
+                    max_concurrency=spec.get("maxConcurrency", 4),
+                    current_load=member.get("slotsUsed", 0),
+                    healthy=bool(member.get("ready")),
+                    pool=pool["metadata"]["name"],
+                )
+            )
+    return result
+
+
+def registered(data: dict[str, Any], timeout: float) -> Worker:
+    """A worker registered over REST, healthy while its heartbeats are recent."""
+    beat = float(data.get("lastHeartbeat") or 0)
+    return Worker(
+        worker_id=data["workerId"],
+        source="registered",
+        hostname=data["hostname"],
+        capabilities=data.get("capabilities", []),
+        max_concurrency=data.get("maxConcurrency", 1),
+        current_load=data.get("currentLoad", 0),
+        healthy=time.time() - beat <= timeout,
+        last_heartbeat=beat,
+    )

@@ -1,0 +1,3 @@
+"""The Kubernetes layer every dagwright process shares: ``client`` (connecting,
+sending, merge patches, errors) and ``objects`` (the operator's idempotent
+calls)."""
