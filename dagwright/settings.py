@@ -21,7 +21,9 @@ class OperatorSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     instance_id: str = Field(default_factory=_default_instance)
     namespaces: list[str] = Field(default_factory=list, description="Watch only these; empty: all.")
-    lease_seconds: float = Field(30.0, gt=0.5, description="Ownership lease of one execution.")
+    # Like Kubernetes leader election (15 s lease, renewed every 2-5 s): a
+    # stalled owner's executions go on elsewhere within it.
+    lease_seconds: float = Field(15.0, gt=0.5, description="Ownership lease of one execution.")
     finished_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=60, description="Redis state of finished executions."
     )

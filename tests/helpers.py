@@ -137,17 +137,20 @@ class PodHistory:
 
     events: list[PodEvent] = field(default_factory=list)
 
-    async def when(self, name: str, phase: str, within: float = 5.0) -> float:
-        """``first(name, phase)`` once the watch has brought it: a GET can see
-        a phase a moment before the watch delivers it."""
+    async def when(
+        self, name: str, phase: str | None = None, type_: str | None = None, within: float = 5.0
+    ) -> float:
+        """``first(...)`` once the watch has brought it: a GET can see a
+        phase a moment before the watch delivers it."""
 
         async def seen() -> float | None:
             try:
-                return self.first(name, phase=phase)
+                return self.first(name, phase=phase, type_=type_)
             except AssertionError:
                 return None
 
-        return await wait_for(f"the watch to show {name} {phase}", seen, within=within)
+        what = f"the watch to show {name} {phase or ''} {type_ or ''}"
+        return await wait_for(what, seen, within=within)
 
     def first(self, name: str, phase: str | None = None, type_: str | None = None) -> float:
         for e in self.events:

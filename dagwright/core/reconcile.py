@@ -275,7 +275,7 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             return
         if stale is not None and not stale.phase.terminal and not stale.removed:
             force = _may_force(snap, state, stale)
-            if force or not stale.deleting:
+            if force or not (stale.deleting or state.left_running):
                 plan.actions.append(
                     DeletePod(job.name, state.attempt, state.message or "superseded", force)
                 )
@@ -433,12 +433,18 @@ def _fail_over(
     failure, not the job's.
 
     The next attempt avoids the node and waits until the old pod is gone
-    (forced at once when the node is confirmed gone or the pool opted in)."""
+    (forced at once when the node is confirmed gone or the pool opted in).
+    On a node that only stopped reporting, the old pod is left alone (see
+    ``JobState.left_running``): deleting it would stop nothing on a dead
+    machine, and kill a healthy run when the control plane is what failed."""
     node = pod.node or "?"
     why = why or f"node {node} lost"
     label = f"job {job.name} attempt {state.attempt}"
-    plan.actions.append(DeletePod(job.name, state.attempt, why, _may_force(snap, state, pod)))
+    force = _may_force(snap, state, pod)
     infra = state.infra_failures + 1
+    left = pod.node_lost and not force and infra <= MAX_INFRA_FAILURES
+    if not left:
+        plan.actions.append(DeletePod(job.name, state.attempt, why, force))
     if infra > MAX_INFRA_FAILURES:
         message = f"lost {infra} attempts to node failures (last: {node})"
         plan.set(
@@ -454,7 +460,7 @@ def _fail_over(
         plan.actions.append(Emit("JobFailed", f"{label}: {message}", warning=True))
         return
     message = f"{why}; resuming on another node"
-    _place_again(snap, plan, job, state, node, message)
+    _place_again(snap, plan, job, replace(state, left_running=left), node, message)
     plan.actions.append(Emit("JobFailover", f"{label}: {message}", warning=True))
 
 
@@ -582,6 +588,7 @@ def _start(snap: Snapshot, plan: Plan) -> None:
                 pool=slot.pool or None,
                 node=slot.node,
                 heartbeats=False,
+                left_running=False,
             ),
         )
         plan.actions.append(StartPod(job.name, attempt, slot.pool or None, state.avoid, slot.node))

@@ -57,6 +57,12 @@ class JobState:
     # The current attempt's runtime has heartbeated: from then on its silence
     # is watched even once its heartbeat key has expired.
     heartbeats: bool = False
+    # The current attempt was given up because its node stopped reporting,
+    # and its pod was left alone: the node may only be cut off from the
+    # control plane (an API server or etcd outage looks the same), and a
+    # delete would kill a run that is fine. If it ends well after all, that
+    # is the job's result; the next attempt waits until it is gone.
+    left_running: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Compact: fields at their default are left out (10,000 of these live in Redis)."""

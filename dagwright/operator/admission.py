@@ -21,7 +21,8 @@ class Admitter:
         self.ctx, self.uid, self.body = ctx, uid, body
         self.admitted: dict[str, Slot] = {}  # granted a slot, pod not yet created
         self.holding: dict[str, Slot] = {}  # job -> the slot it holds
-        self.queued: set[str] = set()  # wanted jobs that have their place in a pool queue
+        # Wanted jobs -> the pools whose queues hold their place.
+        self.queued: dict[str, set[str]] = {}
         self.requeue_at = 0.0  # monotonic: when every wanted job asks again
         self.renew_at = 0.0  # monotonic: when every held slot is renewed
         self.unschedulable = ""  # why wanted jobs cannot get a slot, if no pool can take them
@@ -45,16 +46,17 @@ class Admitter:
         refresh = time.monotonic() >= self.requeue_at
         if refresh:
             self.requeue_at = time.monotonic() + self.ctx.settings.lease_seconds / 3
-        self.queued &= set(plan.wants)
         refused: set[str] = set()
         granted = False
         behind: list[tuple[str, str, int, float]] = []  # (pool, member, priority, since)
         for request in admission.requests:
             name, who = request.job, request.member
+            places = self.queued.setdefault(name, set())
             for i, pool in enumerate(request.pools):
                 if pool.name in refused:
-                    if refresh or name not in self.queued:
+                    if refresh or pool.name not in places:
                         behind.append((pool.name, who, request.priority, request.since))
+                        places.add(pool.name)
                     continue
                 nodes = [
                     (n, pool.spec.max_concurrency)
@@ -67,13 +69,14 @@ class Admitter:
                 if node is not None:
                     self.admitted[name] = Slot(pool.name, node)
                     granted = True
-                    for other in request.pools[:i]:
-                        await self.ctx.slots.withdraw(other.name, who)
+                    del self.queued[name]
+                    await self.ctx.slots.withdraw_all(
+                        (other.name, who) for other in request.pools[:i]
+                    )
                     break
+                places.add(pool.name)  # the queue keeps its place
                 if not request.avoid:  # a job avoiding nodes may be refused for that alone
                     refused.add(pool.name)
-            else:
-                self.queued.add(name)
         await self.ctx.slots.enqueue(behind)
         self._report(unschedulable_message(admission.blocked))
         return granted
@@ -81,6 +84,34 @@ class Admitter:
     def settled(self) -> None:
         """No job wants a slot any more."""
         self.unschedulable = ""
+
+    async def withdraw_unwanted(self, wants: Iterable[str]) -> None:
+        """Take the queue places of jobs that no longer wait for a slot
+        (cancelled, skipped, suspended), so nobody counts them as queued."""
+        wanted = set(wants)
+        gone = [
+            (p, member(self.uid, j)) for j, ps in self.queued.items() if j not in wanted for p in ps
+        ]
+        if gone:
+            self.queued = {j: ps for j, ps in self.queued.items() if j in wanted}
+            await self.ctx.slots.withdraw_all(gone)
+
+    async def adopt(self, pools: Iterable[str]) -> None:
+        """A new term: what this execution holds in the pools is ours now,
+        whoever asked for it. The next ``account`` renews the slots of jobs
+        still running and releases the others (jobs that ended while no one
+        owned the execution), at once rather than when they lapse. Slots
+        granted in an earlier term but not yet used are void."""
+        held = await self.ctx.slots.held_by(self.uid, pools)
+        self.holding = {job: Slot(pool, node or None) for job, (pool, node) in held.items()}
+        self.admitted = {}
+        self.renew_at = 0.0
+
+    async def forget(self, pools: Iterable[str]) -> None:
+        """The execution ended (or its spec is invalid): every slot and queue
+        place it has goes, including any an earlier owner left."""
+        self.holding, self.admitted, self.queued = {}, {}, {}
+        await self.ctx.slots.forget(self.uid, pools)
 
     def _report(self, message: str) -> None:
         if message and message != self.unschedulable:
@@ -94,13 +125,6 @@ class Admitter:
             await self.ctx.slots.release(
                 (self.admitted.pop(n).pool, member(self.uid, n)) for n in unused
             )
-
-    async def release_all(self) -> None:
-        if self.holding:
-            await self.ctx.slots.release(
-                (slot.pool, member(self.uid, job)) for job, slot in self.holding.items()
-            )
-            self.holding = {}
 
     async def account(
         self,

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
+from dagwright.core.ownership import preferred_owner
 from dagwright.kube.objects import Kube
 from dagwright.operator.cluster import ClusterView
 from dagwright.operator.informer import PodInformer
@@ -44,9 +47,35 @@ class Context:
         instances = max(len(self.peers), 1)
         return len(self.owned) > -(-total // instances)  # ceil
 
+    def claimant(self, uid: str, releasing: bool = False) -> str | None:
+        """The live instance that should claim an unowned execution at once:
+        the one rendezvous hashing prefers among those that can take one more
+        without going above an even share. Every instance computes the same
+        answer from the same heartbeats (when their views briefly differ, the
+        Redis lease still lets only one win), so a burst of new executions
+        spreads evenly instead of following the hash's luck. ``releasing``:
+        as if this instance gave up one it owns (a hand-off)."""
+        me = self.settings.instance_id
+        loads = {**self.peers, me: len(self.owned) - releasing}
+        share = -(-(sum(loads.values()) + 1) // len(loads))  # ceil, counting the new one
+        eligible = [name for name, owned in loads.items() if owned + 1 <= share]
+        return preferred_owner(uid, eligible)
+
     wanted: dict[str, int] = field(default_factory=dict)  # ready jobs without a slot
     node_readiness: dict[str, bool] = field(default_factory=dict)
     paused: bool = False  # the cluster-wide queue switch (REST: /queue/pause)
+    # Set once this instance has seen its peers' heartbeats twice, a heartbeat
+    # apart: instances started together then know of each other before
+    # either claims anything.
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # Work that must finish whoever is cancelled (kept here: the loop holds tasks weakly).
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def wake(self, uid: str) -> None:
         event = self.wakeups.get(uid)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any, cast
@@ -95,8 +94,6 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         priority_classes=config.priority_classes and await kube.ensure_priority_classes(),
     )
     memo.pools = PoolController(memo.ctx)
-    with contextlib.suppress(RedisError):
-        await _beat_once(memo.ctx)  # peers known before the first execution is considered
     memo.tasks = [
         asyncio.create_task(pods.run()),
         asyncio.create_task(_listen_for_freed_slots(memo.ctx, redis)),
@@ -142,8 +139,10 @@ async def _beat_once(ctx: Context) -> None:
 
 async def _heartbeat(ctx: Context) -> None:
     """Tell Redis (and so peers and the REST API's health check) that this
-    instance lives, and learn which peers do."""
+    instance lives, and learn which peers do. Claims wait for the second
+    beat: an instance started at the same moment has beaten by then."""
     refused = False
+    beats = 0
     while True:
         wait = _heartbeat_interval(ctx)
         try:
@@ -156,6 +155,9 @@ async def _heartbeat(ctx: Context) -> None:
             refused, wait = True, 30.0
         except RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
+        beats += 1
+        if beats >= 2:  # (or Redis failed twice: the runners' passes will say so)
+            ctx.settled.set()
         metrics.EXECUTIONS_OWNED.set(len(ctx.owned))
         metrics.QUEUE_DEPTH.set(sum(ctx.wanted.values()))
         await asyncio.sleep(wait)
@@ -249,7 +251,10 @@ async def execution_changed(memo: Any, uid: str, **_: Any) -> None:
 # No `when=` filter on the phase: kopf would cancel the daemon the moment it
 # publishes the final status, in the middle of its last writes. A finished
 # execution's runner returns at once instead.
-@kopf.daemon(GROUP, VERSION, "dagexecutions", cancellation_timeout=10.0)
+# On deletion kopf signals the daemon, and with no backoff cancels it at
+# once: a runner mid-pass would never get to release what it holds. Five
+# seconds is many passes.
+@kopf.daemon(GROUP, VERSION, "dagexecutions", cancellation_backoff=5.0, cancellation_timeout=10.0)
 async def run_execution(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
@@ -264,8 +269,25 @@ async def run_execution(
     # live views, so binding them once serves every runner.
     ctx.view.bind(kwargs["workerpools"], kwargs["nodes"])
     await ctx.pods.synced.wait()  # no pass before every existing pod is known
+    await ctx.settled.wait()  # nor before the live peers are
     runner = ExecutionRunner(ctx, body, pods=lambda: ctx.pods.pods_of(uid))
-    await runner.run(stopped)
-    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
-        ctx.pods.forget(uid)
+    try:
+        await runner.run(stopped)
+    finally:
+        if (
+            stopped.reason is not None
+            and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+        ):
+            ctx.pods.forget(uid)
+            # A task of its own, so that it completes even if kopf cancels
+            # this daemon: its slots and queue places go now, not when they
+            # lapse, and the next execution waiting for them starts at once.
+            ctx.spawn(_forget_execution(ctx, uid))
+
+
+async def _forget_execution(ctx: Context, uid: str) -> None:
+    try:
+        await ctx.slots.forget(uid, [p.name for p in ctx.view.pools()])
         await ctx.store.delete(uid)
+    except RedisError as exc:  # they lapse on their own (slots after 3 leases, state after a TTL)
+        log.warning("releasing the slots and state of deleted execution %s failed: %s", uid, exc)

@@ -3,8 +3,9 @@ new term raises an epoch (the fencing token), recorded on the object too.
 
 The runner asks ``own()`` before each pass and ``valid()`` before each side
 effect; it reads ``epoch`` for its fenced writes. Which instance claims an
-execution first is rendezvous-hashed over the live instances; the others
-wait until the lease has stayed free for a renew period.
+execution first is rendezvous-hashed over the live instances that are not
+above an even share; the others wait until the lease has stayed free for
+two thirds of a lease.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 
 import kopf
 
-from dagwright.core.ownership import preferred_owner
 from dagwright.errors import FencedOut
 from dagwright.kube.objects import parse_epoch
 from dagwright.names import OWNER_EPOCH_ANNOTATION
@@ -94,13 +94,14 @@ class Lease:
 
     async def hand_off(self) -> bool:
         """Rebalance after instances join: give an execution up, between two
-        passes, when another live instance is now preferred for it and we own
-        more than our share. The preferred one takes it within a renew period."""
+        passes, when we own more than our share and another live instance
+        would claim it. That one takes it at once (or, if its view of the
+        heartbeats differs, within two thirds of a lease)."""
         s = self.ctx.settings
         if self.epoch is None or not self.ctx.over_fair_share():
             return False
-        preferred = preferred_owner(self.owner.uid, self.ctx.peers.keys() | {s.instance_id})
-        if preferred == s.instance_id:
+        preferred = self.ctx.claimant(self.owner.uid, releasing=True)
+        if preferred in (None, s.instance_id):
             return False
         log.info(
             "handing %s/%s over to %s (rebalancing)",
@@ -115,14 +116,12 @@ class Lease:
         return True
 
     async def _may_claim(self) -> bool:
-        """Whether to try for an execution we do not own. The instance that
-        rendezvous hashing prefers among the live ones tries at once; others
-        only once the lease has stayed free for a renew period (the preferred
-        one is gone or stuck), so executions spread evenly and never stay
-        orphaned."""
+        """Whether to try for an execution we do not own. The claimant (see
+        ``Context.claimant``) tries at once; others only once the lease has
+        stayed free for two thirds of a lease (the claimant is gone or stuck),
+        so executions spread evenly and never stay orphaned."""
         s = self.ctx.settings
-        me = s.instance_id
-        if preferred_owner(self.owner.uid, self.ctx.peers.keys() | {me}) == me:
+        if self.ctx.claimant(self.owner.uid) == s.instance_id:
             return True
         holder, left = await self.ctx.store.lease_holder(self.owner.uid)
         now = time.monotonic()
@@ -133,7 +132,10 @@ class Lease:
         if self.free_since is None:
             self.free_since = now
             return False
-        return now - self.free_since >= s.lease_seconds / 3
+        # Long enough for the claimant's view of the heartbeats to catch up
+        # with a claim it has not seen yet (instances heartbeat every sixth
+        # of a lease at most), so a burst is not won by whoever races first.
+        return now - self.free_since >= 2 * s.lease_seconds / 3
 
     def idle_wait(self, renew_every: float) -> float:
         """How long a non-owner sleeps: until the owner's lease could lapse

@@ -233,6 +233,9 @@ class ExecutionRunner:
             # what is persisted.
             self.states = await self._restore(dag, pods.values(), epoch)
             self.states_epoch = epoch
+            if any(state.attempt for state in self.states.values()):
+                # Not a first run: an earlier term may have left slots held.
+                await self.slots.adopt(p.name for p in self.view.pools())
         await self._add_heartbeats(pods, unfinished)
         if not self.states.keys() <= dag.jobs.keys():
             # The spec lost jobs while the execution ran (admission refuses
@@ -272,6 +275,7 @@ class ExecutionRunner:
         if not plan.wants:
             self.ctx.waiting.discard(self.uid)
             self.slots.settled()
+        await self.slots.withdraw_unwanted(plan.wants)
         self.ctx.wanted[self.uid] = len(plan.wants)
         # Persist before acting: a crash after this write and before a pod
         # create re-creates the same deterministic name (409, adopt); the
@@ -301,6 +305,7 @@ class ExecutionRunner:
             # collects at the end may go now.
             final = replace(snap, recorded=self.publisher.recorded)
             await self.effects.delete(collect_pods(final, plan.phase, plan.jobs), pods)
+            await self.slots.forget(p.name for p in pools)
             self.ctx.waiting.discard(self.uid)
             await self.ctx.store.expire(
                 self.owner.uid, epoch, self.ctx.settings.finished_ttl_seconds
@@ -364,7 +369,7 @@ class ExecutionRunner:
             (DeletePod(job, attempt, "invalid") for (job, attempt), p in alive.items() if p.alive),
             alive,
         )
-        await self.slots.release_all()
+        await self.slots.forget(p.name for p in self.view.pools())
         await self.publisher.invalid(message)
 
 

@@ -30,7 +30,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from dagwright.core.admission import score
+from dagwright.core.admission import member, score
 from dagwright.store import keys
 
 # Shared by the scripts. KEYS[3..5]: held, expiries, used counts.
@@ -153,6 +153,20 @@ end
 """
 )
 
+# KEYS: queue, seen. ARGV: now ms, stale ms. Drops the waiters whose owner
+# stopped asking (it died, or ended without withdrawing) and counts the rest.
+_LIVE = """
+local now, stale = tonumber(ARGV[1]), tonumber(ARGV[2])
+local seen = redis.call('HGETALL', KEYS[2])
+for i = 1, #seen, 2 do
+  if tonumber(seen[i + 1]) < now - stale then
+    redis.call('ZREM', KEYS[1], seen[i])
+    redis.call('HDEL', KEYS[2], seen[i])
+  end
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
 # KEYS: queue, seen, held, expiries, used. ARGV: now ms. Returns node, count pairs.
 _USED = (
     _HELD
@@ -180,6 +194,7 @@ class Slots:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._used = redis.register_script(_USED)
+        self._live = redis.register_script(_LIVE)
 
     async def admit(
         self, pool: str, who: str, priority: int, since: float, nodes: Sequence[tuple[str, int]]
@@ -217,11 +232,7 @@ class Slots:
 
     async def withdraw(self, pool: str, who: str) -> None:
         """Leave a queue (admitted elsewhere, or no longer ready)."""
-        queue, seen, *_ = keys.pool_slots(pool)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(queue, who)
-            pipe.hdel(seen, who)
-            await pipe.execute()
+        await self.withdraw_all([(pool, who)])
 
     async def renew(self, held: Iterable[tuple[str, str, str]]) -> None:
         """Extend the slots of (pool, member, node) triples still running."""
@@ -234,11 +245,17 @@ class Slots:
         grouped = _by_pool(held)
         for pool, members in grouped.items():
             await self._release(keys=keys.pool_slots(pool), args=members)
-        if grouped:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for pool in grouped:
-                    pipe.publish(keys.FREED_CHANNEL, pool)
-                await pipe.execute()
+        await self._announce(grouped)
+
+    async def _announce(self, pools: Iterable[str]) -> None:
+        """Tell every instance's waiting runners that slots were freed in ``pools``."""
+        freed = list(pools)
+        if not freed:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in freed:
+                pipe.publish(keys.FREED_CHANNEL, pool)
+            await pipe.execute()
 
     async def used(self, pool: str) -> dict[str, int]:
         """Held slots per node (lapsed ones reclaimed first)."""
@@ -249,4 +266,49 @@ class Slots:
         return {node: n for node, n in counts.items() if n > 0}
 
     async def queued(self, pool: str) -> int:
-        return int(await self.redis.zcard(keys.queue(pool)))
+        """Jobs waiting in the pool's queue whose owners still ask (others are dropped)."""
+        queue, seen, *_ = keys.pool_slots(pool)
+        now_ms = int(time.time() * 1000)
+        return int(await self._live(keys=[queue, seen], args=[now_ms, self.stale_ms]))
+
+    async def held_by(self, uid: str, pools: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """The slots an execution holds: job -> (pool, node). A new owner
+        adopts them, so it renews or releases what the last one held."""
+        prefix = member(uid, "")
+        found: dict[str, tuple[str, str]] = {}
+        for pool in pools:
+            held = keys.pool_slots(pool)[2]
+            async for who, value in self.redis.hscan_iter(held, match=prefix + "*", count=500):
+                found[who[len(prefix) :]] = (pool, value.partition("|")[2])
+        return found
+
+    async def forget(self, uid: str, pools: Iterable[str]) -> None:
+        """Release every slot and queue place of an execution that ended or
+        was deleted, and tell the waiting runners."""
+        prefix = member(uid, "") + "*"
+        freed: list[str] = []
+        for pool in pools:
+            queue, seen, held, *_ = keys.pool_slots(pool)
+            holding = [who async for who, _ in self.redis.hscan_iter(held, match=prefix)]
+            waiting = [who async for who, _ in self.redis.zscan_iter(queue, match=prefix)]
+            if holding:
+                await self._release(keys=keys.pool_slots(pool), args=holding)
+                freed.append(pool)
+            if waiting:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(queue, *waiting)
+                    pipe.hdel(seen, *waiting)
+                    await pipe.execute()
+        await self._announce(freed)
+
+    async def withdraw_all(self, places: Iterable[tuple[str, str]]) -> None:
+        """Leave the queues of (pool, member) pairs: jobs that stopped waiting."""
+        by_pool = _by_pool(places)
+        if not by_pool:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool, members in by_pool.items():
+                queue, seen, *_ = keys.pool_slots(pool)
+                pipe.zrem(queue, *members)
+                pipe.hdel(seen, *members)
+            await pipe.execute()

@@ -458,7 +458,9 @@ def test_lost_node_fails_over_without_using_a_retry_and_waits_for_the_old_pod() 
     world.step()
     lose_node(world, ("a", 1))
     plan = world.step()
-    assert DeletePod("a", 1, "node n1 lost", force=False) in plan.actions
+    # Left alone: a delete stops nothing on a dead machine, and kills a healthy
+    # run on one that is only cut off from the control plane.
+    assert not any(isinstance(a, DeletePod) for a in plan.actions)
     state = world.jobs["a"]
     assert (state.phase, state.failures, state.infra_failures, state.avoid) == (
         JobPhase.READY,
@@ -474,6 +476,40 @@ def test_lost_node_fails_over_without_using_a_retry_and_waits_for_the_old_pod() 
     world.step()
     world.advance(("a", 2), "succeed")
     assert world.step().phase is ExecutionPhase.SUCCEEDED  # retries=0, yet it succeeded
+
+
+def test_an_attempt_on_a_node_that_comes_back_finishes_and_counts() -> None:
+    """An API server or etcd outage makes every node NotReady for a while:
+    jobs whose attempts keep running are not run a second time."""
+    world = World(make_dag({"a": [], "b": ["a"]}, retries=0))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    lose_node(world, ("a", 1))
+    world.step()
+    assert world.jobs["a"].phase is JobPhase.READY
+    world.pods[("a", 1)] = replace(world.pods[("a", 1)], node_lost=False)  # the node is back
+    plan = world.step()
+    assert not any(isinstance(a, (DeletePod, StartPod)) for a in plan.actions)
+    world.advance(("a", 1), "succeed")
+    plan = world.step()
+    assert (world.jobs["a"].phase, world.jobs["a"].attempt) == (JobPhase.SUCCEEDED, 1)
+    assert StartPod("b", 1) in plan.actions
+    assert world.settle() is ExecutionPhase.SUCCEEDED
+    assert [(job, attempt) for job, attempt, _ in world.started] == [("a", 1), ("b", 1)]
+
+
+def test_an_attempt_left_on_a_lost_node_is_deleted_once_the_node_is_gone() -> None:
+    world = World(make_dag({"a": []}))
+    world.step()
+    world.advance(("a", 1), "run")
+    world.step()
+    lose_node(world, ("a", 1))
+    world.step()
+    lose_node(world, ("a", 1), gone=True)
+    plan = world.step()
+    assert DeletePod("a", 1, "node n1 lost; resuming on another node", force=True) in (plan.actions)
+    assert StartPod("a", 2, None, ("n1",)) in plan.actions
 
 
 def test_forced_failover_pool_force_deletes_at_once() -> None:

@@ -150,29 +150,52 @@ async def test_a_renewal_inside_a_third_of_the_lease_asks_nothing(redis: aioredi
     assert await ctx.store.lease_holder(OWNER.uid) == (None, 0.0)
 
 
-async def test_hand_off_goes_only_to_the_preferred_peer_and_only_above_a_fair_share(
+async def test_hand_off_only_above_a_fair_share_and_to_an_instance_under_it(
     redis: aioredis.Redis,
 ) -> None:
     obj = RecordedObject()
     ctx, lease = instance(redis, "a", obj)
     assert await lease.own()
-    # Peers that rendezvous hashing prefers over "a" for this execution, and one it does not.
-    better = next(p for p in (f"p{i}" for i in range(100)) if _prefers(p, "a"))
-    worse = next(p for p in (f"p{i}" for i in range(100)) if _prefers("a", p))
-
-    ctx.peers = {"a": 1, better: 1}  # an even split: nothing to give
+    ctx.peers = {"a": 1, "b": 1}  # an even split: nothing to give
     assert not await lease.hand_off()
-    ctx.peers = {"a": 3, worse: 0}
-    ctx.owned |= {"other-1", "other-2"}  # above a fair share, but "a" is preferred
+    assert lease.epoch is not None
+    ctx.owned |= {"other-1", "other-2"}
+    ctx.peers = {"a": 3, "b": 3}  # above nobody's share
     assert not await lease.hand_off()
-    ctx.peers = {"a": 3, better: 0}
+    ctx.peers = {"a": 3, "b": 0}
     assert await lease.hand_off()
     assert lease.epoch is None
     assert OWNER.uid not in ctx.owned
     assert ctx.peers["a"] == 2
     holder, _ = await ctx.store.lease_holder(OWNER.uid)
-    assert holder is None  # released at once: the preferred peer takes it within a renew period
+    assert holder is None  # released at once: "b" is the claimant and takes it
 
 
-def _prefers(first: str, second: str) -> bool:
-    return preferred_owner(OWNER.uid, {first, second}) == first
+def test_a_burst_of_new_executions_spreads_evenly_whatever_the_hash_prefers() -> None:
+    """Two instances, executions arriving one after another: each goes to the
+    instance the hash prefers among those not above an even share."""
+    settings = OperatorSettings(instance_id="a", lease_seconds=LEASE)
+    ctx = Context(
+        settings=settings,
+        kube=cast(Kube, None),
+        store=cast(Store, None),
+        slots=cast(Slots, None),
+        view=ClusterView({}),
+        pods=cast(PodInformer, None),
+    )
+    # Executions the hash gives to "a" when both are free: all of them.
+    uids = [u for u in (f"uid-{i}" for i in range(200)) if _prefers("a", "b", u)][:6]
+    owners: list[str] = []
+    for uid in uids:
+        ctx.peers["b"] = owners.count("b")
+        claimant = ctx.claimant(uid)
+        assert claimant is not None
+        owners.append(claimant)
+        if claimant == "a":
+            ctx.owned.add(uid)
+    assert owners.count("a") == owners.count("b") == 3
+    assert owners[0] == "a"  # the hash decides while both have room
+
+
+def _prefers(first: str, second: str, uid: str = OWNER.uid) -> bool:
+    return preferred_owner(uid, {first, second}) == first
