@@ -33,9 +33,7 @@ POOL_LABEL = {"bench.dagwright.io/pool": "bench"}
 # 10 s). The test rig's 4 s Leases make node death show in seconds, but with
 # 50 nodes they are 50 writes a second, a fifth of the API server's CPU here,
 # for both dagwright and the baseline. Only the failover scenario needs them.
-UPSTREAM_HEARTBEATS = ClusterSettings(
-    node_lease_seconds=40, node_monitor_period="5s", node_monitor_grace_period="40s"
-)
+UPSTREAM_HEARTBEATS = ClusterSettings.upstream()
 
 
 @dataclass

@@ -302,7 +302,8 @@ async def takeover(r: Rig, namespace: str, run: int, lease: float) -> float:
 
 
 async def failover(runs: int = 3, lease: float = 5.0) -> dict[str, Any]:
-    async with rig(ClusterSettings()) as r:  # the test rig's fast node heartbeats
+    # The test rig's fast node heartbeats, or DAGWRIGHT_NODE_TIMING=upstream.
+    async with rig(ClusterSettings.from_environ()) as r:
         # One node per run that can die (its own KWOK), plus healthy ones.
         names = await r.nodes(runs + 3, isolated=runs)
         await r.pool(max_concurrency=4, forceFailover=True)

@@ -79,7 +79,7 @@ def cluster() -> Iterator[TestCluster]:
         finally:
             kwok.stop()
         return
-    settings = ClusterSettings()
+    settings = ClusterSettings.from_environ()  # DAGWRIGHT_NODE_TIMING=upstream: production timing
     with LocalCluster(settings=settings) as local:
         assert local.kwok is not None
         print(f"\ndagwright tests: started a local control plane at {local.server}")

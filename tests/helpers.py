@@ -273,9 +273,12 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
                     version = pod.metadata.resource_version
                     record(event["type"], pod)
             except ApiException as exc:
-                if exc.status != 410:
+                if exc.status == 410:
+                    version = None  # too old: list again (events in between are lost)
+                elif exc.status in (429, 500, 503, 504):
+                    await asyncio.sleep(0.2)  # etcd away (a fault test stops it): ask again
+                else:
                     raise
-                version = None  # too old: list again (events in between are lost)
             except (TimeoutError, aiohttp.ClientError, OSError):
                 # The API server went away (a fault test stops it): resume
                 # from the last version seen; nothing happens while it is down.

@@ -52,6 +52,21 @@ class ClusterSettings:
     client_qps: int = 300
     client_burst: int = 400
 
+    @classmethod
+    def upstream(cls) -> ClusterSettings:
+        """Node timing at the upstream defaults (a kubelet's 40 s lease,
+        kube-controller-manager's 5 s monitor period and 50 s grace): how
+        long a production cluster takes to call a dead machine NotReady."""
+        return cls(node_lease_seconds=40, node_monitor_period="5s", node_monitor_grace_period="50s")
+
+    @classmethod
+    def from_environ(cls) -> ClusterSettings:
+        """``DAGWRIGHT_NODE_TIMING=upstream`` for the upstream defaults, else the fast ones."""
+        timing = os.environ.get("DAGWRIGHT_NODE_TIMING", "fast")
+        if timing not in ("fast", "upstream"):
+            raise ValueError(f"DAGWRIGHT_NODE_TIMING is {timing!r}: use fast or upstream")
+        return cls.upstream() if timing == "upstream" else cls()
+
 
 def _wait_until(
     what: str, probe: Callable[[], bool], timeout: float, check: Callable[[], None]
@@ -363,6 +378,14 @@ class LocalCluster:
             proc.check()
         if self.kwok is not None:
             self.kwok.check()
+
+    def stop_etcd(self) -> None:
+        """An etcd outage: the API server stays up and answers with errors."""
+        self.processes["etcd"].stop(timeout=2.0)
+
+    def start_etcd(self, timeout: float = 60.0) -> None:
+        self.processes["etcd"].start()
+        self._wait_apiserver(timeout)  # /readyz checks etcd
 
     def stop_apiserver(self) -> None:
         self.processes["kube-apiserver"].stop()

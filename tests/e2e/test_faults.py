@@ -59,6 +59,18 @@ async def owners(kube: client.ApiClient, namespace: str, names: list[str]) -> di
     return result
 
 
+async def all_owned(
+    kube: client.ApiClient, namespace: str, names: list[str], within: float = 30.0
+) -> dict[str, str]:
+    """Execution -> its owner, once every one of ``names`` has one."""
+
+    async def found() -> dict[str, str] | None:
+        recorded = await owners(kube, namespace, names)
+        return recorded if all(recorded.values()) else None
+
+    return await wait_for("every execution owned", found, within=within)
+
+
 async def epoch_of(kube: client.ApiClient, namespace: str, name: str) -> int:
     annotations = (await get_execution(kube, namespace, name))["metadata"].get("annotations") or {}
     return int(annotations.get(OWNER_EPOCH_ANNOTATION, "0"))
@@ -145,11 +157,7 @@ async def test_a_killed_instance_is_taken_over_within_the_lease(
         for name in names:
             await create_execution(kube, namespace, name, dag(jobs, duration="1s"))
 
-        async def all_owned() -> dict[str, str] | None:
-            found = await owners(kube, namespace, names)
-            return found if all(found.values()) else None
-
-        await wait_for("every chain owned", all_owned, within=30)
+        await all_owned(kube, namespace, names)
         await asyncio.sleep(2.5)  # mid-run
         before = await owners(kube, namespace, names)
         victim = next(p for p in procs if instance_id(p) in before.values())
@@ -329,6 +337,39 @@ async def test_api_server_restart_mid_run(
     # as far as the control plane can tell.)
     assert all(j.get("failures", 0) == 0 for j in status["jobs"]), status["jobs"]
     assert {j["name"] for j in status["jobs"]} == {j["name"] for j in jobs}
+
+
+async def test_an_etcd_outage_is_not_a_node_failure_and_reruns_nothing(
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    pools: Pools,
+    fleet: Fleet,
+    cluster: TestCluster,
+) -> None:
+    """etcd down for 20 s mid-DAG: every node's lease is late at once, and
+    the nodes turn NotReady one by one as the control plane comes back. Jobs
+    whose attempts kept running are not run a second time, whether their
+    node was reported lost or not."""
+    if cluster.local is None:
+        pytest.skip("stopping etcd needs the local control plane")
+    await pools.create(["cpu"], size=3, max_concurrency=10)
+    fleet.start(2)
+    jobs = layered(width=4, depth=3)
+    async with record_pods(core, namespace) as history:
+        await create_execution(kube, namespace, "etcd-outage", dag(jobs, duration="4s"))
+        await wait_for(
+            "layer 0 running", lambda: running_pod(core, namespace, "etcd-outage-l0-0-1"), within=30
+        )
+        cluster.local.stop_etcd()
+        await asyncio.sleep(20)
+        cluster.local.start_etcd()
+        await all_succeed(kube, namespace, ["etcd-outage"], within=180)
+    history.check_never_twice()
+    one_attempt_each(history, ["etcd-outage"], jobs)  # no job got a second attempt
+    status = (await get_execution(kube, namespace, "etcd-outage"))["status"]
+    lost = [j["name"] for j in status["jobs"] if j.get("infraFailures")]
+    print(f"\netcd down 20 s: jobs reported lost with their node and left to finish: {lost}")
 
 
 # 7. conflicting writers on the execution ---------------------------------------------

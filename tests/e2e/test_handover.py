@@ -17,7 +17,13 @@ from kubernetes_asyncio import client
 from dagwright.names import EXECUTIONS, GROUP, POOLS, VERSION
 from dagwright.store import keys
 from tests.conftest import Fleet, Pools, wait_for
-from tests.e2e.test_faults import all_succeed, instance_id, one_attempt_each, owners
+from tests.e2e.test_faults import (
+    all_owned,
+    all_succeed,
+    instance_id,
+    one_attempt_each,
+    owners,
+)
 from tests.helpers import (
     create_execution,
     dag,
@@ -165,11 +171,7 @@ async def test_instances_started_together_share_the_first_claims(
         await create_execution(kube, namespace, name, dag(jobs, duration="300ms"))
     procs = fleet.start(2)
 
-    async def all_owned() -> dict[str, str] | None:
-        found = await owners(kube, namespace, names)
-        return found if all(found.values()) else None
-
-    first = await wait_for("every execution owned", all_owned, within=60)
+    first = await all_owned(kube, namespace, names, within=60)
     split = Counter(first.values())
     print(f"\nfirst claims of 4 executions by 2 instances started together: {dict(split)}")
     assert sorted(split) == sorted(instance_id(p) for p in procs)
