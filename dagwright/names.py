@@ -41,6 +41,11 @@ SCALE_DOWN_ANNOTATION: Final = f"{GROUP}/scale-down"  # on a node cordoned for r
 DISPLAY_NAME_ANNOTATION: Final = f"{GROUP}/display-name"  # a REST job's display name
 
 
+# The audience of the token projected into job pods: only dagwright's REST
+# API accepts it (the Kubernetes API refuses it).
+ATTEMPT_AUDIENCE: Final = "dagwright"
+
+
 class PodEnv:
     """The environment variables a job pod's container is given. The
     operator writes them (``operator/pods.py``), the runtime and SDK read them
@@ -54,7 +59,8 @@ class PodEnv:
     ATTEMPT: Final = "DAGWRIGHT_ATTEMPT"
     POOL: Final = "DAGWRIGHT_POOL"
     CONFIG: Final = "DAGWRIGHT_CONFIG"  # the job's free JSON config
-    REDIS_URL: Final = "DAGWRIGHT_REDIS_URL"  # where heartbeats and checkpoints go
+    API_URL: Final = "DAGWRIGHT_API_URL"  # the REST API: heartbeats and checkpoints go there
+    TOKEN_FILE: Final = "DAGWRIGHT_TOKEN_FILE"  # the pod's projected token for it
     CHECKPOINT_PATH: Final = "DAGWRIGHT_CHECKPOINT_PATH"  # the last checkpoint, to resume
     CHECKPOINT_STEP: Final = "DAGWRIGHT_CHECKPOINT_STEP"
     # Set by the runtime for the user's process, not by the operator:

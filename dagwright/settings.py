@@ -30,10 +30,11 @@ class OperatorSettings(BaseSettings):
     # Jobs in this image (any tag) run under its runtime entrypoint: their
     # command line is passed as args so the entrypoint is kept.
     worker_image: str = "ghcr.io/dagwright/worker:0.1.0"
-    job_redis_url: str | None = Field(
+    job_api_url: str | None = Field(
         None,
-        description="Given to job pods so the worker runtime can heartbeat and checkpoint; "
-        "unset: jobs run without (no heartbeat-loss detection, no checkpoints).",
+        description="The REST API's URL as job pods reach it: the worker runtime sends "
+        "heartbeats and checkpoints there, with a token projected into the pod; unset: jobs "
+        "run without (no heartbeat-loss detection, no checkpoints).",
     )
     # Events per job transition are useful on small DAGs and a flood on large ones.
     job_events_max_jobs: int = 500

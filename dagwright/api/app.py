@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from dagwright.api import errors
 from dagwright.api.deps import Services
 from dagwright.api.limits import BodyLimit, RateLimiter, client_key
-from dagwright.api.routes import executions, health, queue, workers
+from dagwright.api.routes import attempts, executions, health, queue, workers
 from dagwright.api.settings import ApiSettings
 from dagwright.errors import AuthError
 from dagwright.kube.client import new_api_client
@@ -51,7 +51,7 @@ def create_app(
         description="Run DAGs of ML-training jobs on Kubernetes: executions, queue, workers, health.",
         lifespan=lifespan,
     )
-    for routes in (executions, queue, workers, health):
+    for routes in (executions, queue, workers, attempts, health):
         app.include_router(routes.router)
     errors.install(app)
 
@@ -65,10 +65,15 @@ def create_app(
         # FastAPI reads a body before it resolves dependencies: a caller who
         # is not who they say must not get to send one.
         if request.method in ("POST", "PUT", "PATCH") and request.url.path != health.PATH:
+            auth = request.app.state.services.auth
+            header = request.headers.get("authorization", "")
             try:
-                request.state.caller = await request.app.state.services.auth.authenticate(
-                    request.headers.get("authorization", "")
-                )
+                if request.url.path.startswith(attempts.PATH + "/"):
+                    if (request.method, request.url.path) in attempts.WITH_BODY:
+                        request.state.pod = await auth.pod(header)  # a job pod's own token
+                    # (anything else there is a 404 or 405, told without a token)
+                else:
+                    request.state.caller = await auth.authenticate(header)
             except AuthError as exc:
                 return errors.auth_problem(exc)
         return await call_next(request)

@@ -14,7 +14,7 @@ from typing import Any, cast
 from kubernetes_asyncio import client
 
 from dagwright.errors import Forbidden, Unauthenticated
-from dagwright.names import GROUP
+from dagwright.names import ATTEMPT_AUDIENCE, GROUP
 
 CACHE_SECONDS = 60.0
 # A refused token is remembered for less: one just issued may be retried soon.
@@ -56,6 +56,31 @@ def _digest(token: str) -> str:
 
 STATIC_CALLER = Caller(user="dagwright:static-token", static=True)
 
+# Job pods report with a token the kubelet projects into them for this
+# audience only (ATTEMPT_AUDIENCE): the Kubernetes API refuses it, and it names its pod.
+_POD_NAME = "authentication.kubernetes.io/pod-name"
+_POD_UID = "authentication.kubernetes.io/pod-uid"
+_SERVICE_ACCOUNT = "system:serviceaccount:"
+
+
+@dataclass(frozen=True)
+class PodCaller:
+    """A job pod, as its bound ServiceAccount token names it."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The job attempt a job pod runs (from the pod itself: see routes/attempts.py)."""
+
+    execution: str  # the DAGExecution's name
+    execution_uid: str
+    job: str
+    number: int
+
 
 @dataclass
 class Authenticator:
@@ -63,6 +88,7 @@ class Authenticator:
     static_token: str | None = None
     _identities: dict[str, tuple[Caller | None, float]] = field(default_factory=dict)
     _decisions: dict[tuple[Caller, str, str, str], tuple[bool, float]] = field(default_factory=dict)
+    _pods: dict[str, tuple[PodCaller | None, float]] = field(default_factory=dict)
 
     async def authenticate(self, header: str) -> Caller:
         token = _bearer(header)
@@ -77,11 +103,57 @@ class Authenticator:
             raise Unauthenticated("invalid or expired token")
         return caller
 
-    def known(self, header: str) -> Caller | None:
-        """The caller a header names if its token is known good (no review
-        made): rate limits then go by who it is, not where it comes from."""
+    def known(self, header: str) -> str | None:
+        """Who a header's token names, if it is known good (no review made):
+        rate limits then go by who it is, not where it comes from."""
         token = _bearer(header)
-        return self._lookup(token)[1] if token is not None else None
+        if token is None:
+            return None
+        caller = self._lookup(token)[1]
+        if caller is not None:
+            return "user:" + caller.user
+        pod = self._pods.get(_digest(token))
+        if pod and pod[0] is not None and pod[1] > time.monotonic():
+            return "pod:" + pod[0].uid
+        return None
+
+    async def pod(self, header: str) -> PodCaller:
+        """The job pod a projected token (audience ``dagwright``) is bound
+        to. The API server vouches for it (TokenReview), and refuses it once
+        that pod is deleted: a superseded attempt cannot report."""
+        token = _bearer(header)
+        if token is None:
+            raise Unauthenticated("missing bearer token")
+        key = _digest(token)
+        cached = self._pods.get(key)
+        if cached and cached[1] > time.monotonic():
+            pod = cached[0]
+        else:
+            pod = await self._review_pod(token)
+            # Briefly, either way: a pod deleted meanwhile must soon be refused
+            # (its writes are fenced by attempt in Redis regardless).
+            _remember(self._pods, key, pod, FAILED_CACHE_SECONDS)
+        if pod is None:
+            raise Unauthenticated(
+                "not a job pod's token (audience dagwright, bound to a pod that still exists)"
+            )
+        return pod
+
+    async def _review_pod(self, token: str) -> PodCaller | None:
+        api = client.AuthenticationV1Api(self.kube)
+        body = {"spec": {"token": token, "audiences": [ATTEMPT_AUDIENCE]}}
+        review = await api.create_token_review(cast(Any, body))
+        status = review.status
+        if not status or not status.authenticated or not status.user:
+            return None
+        if ATTEMPT_AUDIENCE not in (status.audiences or []):
+            return None
+        user, extra = status.user.username or "", status.user.extra or {}
+        names, uids = extra.get(_POD_NAME) or [], extra.get(_POD_UID) or []
+        if not user.startswith(_SERVICE_ACCOUNT) or len(names) != 1 or len(uids) != 1:
+            return None
+        namespace = user[len(_SERVICE_ACCOUNT) :].partition(":")[0]
+        return PodCaller(namespace=namespace, name=str(names[0]), uid=str(uids[0]))
 
     def _lookup(self, token: str) -> tuple[bool, Caller | None]:
         """(known, caller) without asking the API server: the static token,

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Path, Query, Request
 from kubernetes_asyncio import client
 
-from dagwright.api.auth import Authenticator, Caller
+from dagwright.api.auth import Attempt, Authenticator, Caller
 from dagwright.api.models import problems
 from dagwright.api.settings import PREFIX, ApiSettings
 from dagwright.core.spec import DNS_LABEL
@@ -25,7 +25,10 @@ class Services:
         self.store = Store(redis)
         self.kube = kube
         self.objects = client.CustomObjectsApi(kube)
+        self.core = client.CoreV1Api(kube)
         self.auth = Authenticator(kube, settings.token)
+        # Job pod UID -> the attempt it runs (routes/attempts.py).
+        self.attempts: dict[str, Attempt] = {}
 
     def namespace(self, asked: str | None) -> str:
         """The namespace a request means: the one it names, else the API's."""

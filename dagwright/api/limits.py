@@ -38,10 +38,8 @@ def client_key(request: Request) -> str:
     else its address (the peer's, or the client a trusted proxy names), so
     that made-up tokens, each a TokenReview, cannot dodge the limit."""
     svc: Services | None = getattr(request.app.state, "services", None)
-    caller = svc.auth.known(request.headers.get("authorization", "")) if svc else None
-    if caller is not None:
-        return "user:" + caller.user
-    return "addr:" + (request.client.host if request.client else "?")
+    who = svc.auth.known(request.headers.get("authorization", "")) if svc else None
+    return who or "addr:" + (request.client.host if request.client else "?")
 
 
 class _TooLarge(Exception):

@@ -115,3 +115,33 @@ class Health(ApiModel):
     operators: int
     workers: dict[str, int]
     problems: list[str] = Field(default_factory=list)
+
+
+class AttemptHeartbeat(ApiModel):
+    """What a job's runtime sends while the attempt runs."""
+
+    interval_seconds: StrictFloat | StrictInt = Field(
+        30, gt=0, le=3600, description="How often it sends one: missing three is silence."
+    )
+    progress: dict[str, Any] = Field(
+        default_factory=dict, max_length=16, description="The job's latest report_progress."
+    )
+
+
+class AttemptCheckpoint(ApiModel):
+    """A checkpoint the job wrote to its own storage: where, and after which step."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    step: StrictInt | None = Field(None, ge=0, le=2**53)
+
+
+class AttemptAccepted(ApiModel):
+    execution_id: str
+    job: str
+    attempt: int
+
+
+class LatestCheckpoint(ApiModel):
+    path: str
+    step: int | None = None
+    attempt: int | None = Field(None, description="The attempt that saved it.")

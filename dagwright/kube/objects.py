@@ -24,9 +24,28 @@ from dagwright.names import (
     OWNER_EPOCH_ANNOTATION,
     POOLS,
     VERSION,
+    PodEnv,
 )
 
 log = logging.getLogger(__name__)
+
+
+def identity(pod: Mapping[str, Any]) -> tuple[str, int, str | None] | None:
+    """(job, attempt, pool) from the job container's environment, which no
+    one can edit after the pod is created; None for a pod that is not a job
+    attempt of ours."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") != "job":
+            continue
+        env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+        job, attempt = env.get(PodEnv.JOB), env.get(PodEnv.ATTEMPT)
+        if not job or not attempt or not _DIGITS.match(attempt):
+            return None
+        return str(job), int(attempt), env.get(PodEnv.POOL)
+    return None
+
+
+_DIGITS = re.compile(r"^[0-9]{1,6}$")
 
 
 def controller_uid(meta: Mapping[str, Any]) -> str | None:

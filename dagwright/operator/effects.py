@@ -176,7 +176,7 @@ class Effects:
                 placement,
                 f"dagwright-priority-{job.priority}" if self.ctx.priority_classes else None,
                 checkpoint,
-                runtime_redis_url=self.ctx.settings.job_redis_url,
+                runtime_api_url=self.ctx.settings.job_api_url,
                 runtime_image=self.ctx.settings.worker_image,
             )
             await self._create(manifest, state)

@@ -139,10 +139,12 @@ async def _beat_once(ctx: Context) -> None:
 
 async def _heartbeat(ctx: Context) -> None:
     """Tell Redis (and so peers and the REST API's health check) that this
-    instance lives, and learn which peers do. Claims wait for the second
-    beat: an instance started at the same moment has beaten by then."""
+    instance lives, and learn which peers do. Claims wait until the live set
+    held still from one beat to the next (at most six beats): instances
+    started together then know of each other before either claims."""
     refused = False
     beats = 0
+    seen: set[str] = set()
     while True:
         wait = _heartbeat_interval(ctx)
         try:
@@ -156,8 +158,10 @@ async def _heartbeat(ctx: Context) -> None:
         except RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
         beats += 1
-        if beats >= 2:  # (or Redis failed twice: the runners' passes will say so)
+        # (Redis failing counts too: the runners' passes will say so.)
+        if (beats >= 2 and seen == set(ctx.peers)) or beats >= 6:
             ctx.settled.set()
+        seen = set(ctx.peers)
         metrics.EXECUTIONS_OWNED.set(len(ctx.owned))
         metrics.QUEUE_DEPTH.set(sum(ctx.wanted.values()))
         await asyncio.sleep(wait)

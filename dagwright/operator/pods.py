@@ -14,7 +14,6 @@ import base64
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +22,10 @@ from typing import Any
 from dagwright.core.graph import Job
 from dagwright.core.spec import Toleration
 from dagwright.core.state import PodObservation, PodPhase
+from dagwright.kube.objects import identity
 from dagwright.names import (
     API_VERSION,
+    ATTEMPT_AUDIENCE,
     ATTEMPT_LABEL,
     EPOCH_LABEL,
     EXECUTION_KIND,
@@ -34,6 +35,9 @@ from dagwright.names import (
     POOL_LABEL,
     PodEnv,
 )
+
+TOKEN_VOLUME = "dagwright-token"
+TOKEN_DIR = "/var/run/secrets/dagwright"
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def build_pod(
     placement: Placement,
     priority_class: str | None = None,
     checkpoint: Mapping[str, Any] | None = None,
-    runtime_redis_url: str | None = None,
+    runtime_api_url: str | None = None,
     runtime_image: str | None = None,
 ) -> dict[str, Any]:
     env = [{"name": e.name, "value": e.value} for e in job.env]
@@ -105,9 +109,12 @@ def build_pod(
     ]
     if placement.pool:
         env.append({"name": PodEnv.POOL, "value": placement.pool})
-    if runtime_redis_url:
-        # Where the job runtime (worker image) sends heartbeats and checkpoints.
-        env.append({"name": PodEnv.REDIS_URL, "value": runtime_redis_url})
+    if runtime_api_url:
+        # Where the job runtime (worker image) sends heartbeats and
+        # checkpoints, with the token projected below: job pods hold no
+        # credentials to dagwright's state.
+        env.append({"name": PodEnv.API_URL, "value": runtime_api_url})
+        env.append({"name": PodEnv.TOKEN_FILE, "value": f"{TOKEN_DIR}/token"})
     if checkpoint:
         # Resume where the last attempt got to (reported by the job runtime).
         env.append({"name": PodEnv.CHECKPOINT_PATH, "value": str(checkpoint.get("path", ""))})
@@ -147,6 +154,10 @@ def build_pod(
     }
     if placement.pool:
         labels[POOL_LABEL] = placement.pool
+    if runtime_api_url:
+        container["volumeMounts"] = [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
+        ]
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -154,6 +165,26 @@ def build_pod(
         "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
+    if runtime_api_url:
+        # A token for dagwright's API only (the Kubernetes API refuses its
+        # audience), bound to this pod: it dies with the pod, so an attempt
+        # that has been replaced cannot report. The kubelet rotates it.
+        spec["volumes"] = [
+            {
+                "name": TOKEN_VOLUME,
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": ATTEMPT_AUDIENCE,
+                                "expirationSeconds": 3600,
+                                "path": "token",
+                            }
+                        }
+                    ]
+                },
+            }
+        ]
     if priority_class:
         spec["priorityClassName"] = priority_class
     if placement.node_selector:
@@ -211,24 +242,6 @@ def _timestamp(value: str | None) -> float | None:
 def _why(waiting: Mapping[str, Any]) -> str:
     reason, message = waiting.get("reason") or "", waiting.get("message") or ""
     return f"{reason}: {message}"[:500] if message else reason[:500]
-
-
-def identity(pod: Mapping[str, Any]) -> tuple[str, int, str | None] | None:
-    """(job, attempt, pool) from the job container's environment, which no
-    one can edit after the pod is created; None for a pod that is not a job
-    attempt of ours."""
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        if container.get("name") != "job":
-            continue
-        env = {e.get("name"): e.get("value") for e in container.get("env") or []}
-        job, attempt = env.get(PodEnv.JOB), env.get(PodEnv.ATTEMPT)
-        if not job or not attempt or not _DIGITS.match(attempt):
-            return None
-        return str(job), int(attempt), env.get(PodEnv.POOL)
-    return None
-
-
-_DIGITS = re.compile(r"^[0-9]{1,6}$")
 
 
 def observe(pod: dict[str, Any], removed: bool = False) -> PodObservation | None:

@@ -1,6 +1,6 @@
 """Every Redis key and channel dagwright uses, one function each, and the
-payloads two writers share (the operator's async client and the job runtime's
-sync one in worker pods). Nothing else spells a key.
+payloads of what job attempts report (through the REST API: job pods hold no
+Redis credentials). Nothing else spells a key.
 
 Per execution, keyed by the DAGExecution's UID (a deleted and re-created
 execution of the same name never sees old state):
@@ -105,8 +105,8 @@ WORKERS = worker("*")  # SCAN pattern
 # --- shared payloads ---------------------------------------------------------------
 
 
-def checkpoint_payload(path: str, step: int | None) -> str:
-    return json.dumps({"path": path, "step": step, "at": time.time()})
+def checkpoint_payload(path: str, step: int | None, attempt: int) -> str:
+    return json.dumps({"path": path, "step": step, "attempt": attempt, "at": time.time()})
 
 
 def heartbeat_payload(attempt: int, **details: Any) -> str:

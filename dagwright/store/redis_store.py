@@ -61,6 +61,17 @@ end
 return 1
 """
 
+# KEYS: jobs, the key to set. ARGV: job, attempt, value, ttl ms. Sets the key
+# only if the job's state names that attempt as its latest: 1, else 0.
+_FENCED_SET = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local attempt = cjson.decode(raw)['attempt']
+if tonumber(attempt or 0) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return 1
+"""
+
 # KEYS: lease. ARGV: instance id.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -91,6 +102,7 @@ class Store:
         self._save = redis.register_script(_SAVE)
         self._release = redis.register_script(_RELEASE)
         self._expire = redis.register_script(_EXPIRE)
+        self._fenced_set = redis.register_script(_FENCED_SET)
 
     async def acquire(self, uid: str, instance: str, ttl_seconds: float) -> int | None:
         """Take or renew the lease; the epoch held, or None if another owns it."""
@@ -167,14 +179,23 @@ class Store:
         values = await self.redis.mget(found) if found else []
         return [json.loads(v) for v in values if v]
 
-    async def save_checkpoint(self, uid: str, job: str, path: str, step: int | None = None) -> None:
-        """What the job runtime reports: the latest checkpoint of a job (any attempt)."""
+    async def save_checkpoint(
+        self, uid: str, job: str, attempt: int, path: str, step: int | None = None
+    ) -> bool:
+        """What a job attempt reports: the latest checkpoint of the job. Kept
+        only while ``attempt`` is the job's current one (False otherwise): a
+        superseded attempt, still running on a partitioned node, must not
+        replace what its successor resumes from."""
         # Kept as long as a finished execution's state (7 days by default).
-        await self.redis.set(
-            keys.checkpoint(uid, job),
-            keys.checkpoint_payload(path, step),
-            ex=keys.CHECKPOINT_TTL_SECONDS,
-        )
+        payload = keys.checkpoint_payload(path, step, attempt)
+        ttl_ms = keys.CHECKPOINT_TTL_SECONDS * 1000
+        return await self._report(uid, job, attempt, keys.checkpoint(uid, job), payload, ttl_ms)
+
+    async def _report(
+        self, uid: str, job: str, attempt: int, key: str, payload: str, ttl_ms: int
+    ) -> bool:
+        fenced = [keys.jobs(uid), key]
+        return bool(await self._fenced_set(keys=fenced, args=[job, attempt, payload, ttl_ms]))
 
     async def checkpoints(self, uid: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
         """The latest checkpoint of each of ``jobs`` that has one (one MGET)."""
@@ -185,13 +206,12 @@ class Store:
 
     async def job_heartbeat(
         self, uid: str, job: str, attempt: int, ttl_seconds: float, **details: Any
-    ) -> None:
-        """What the job runtime sends every interval while the job runs."""
-        await self.redis.set(
-            keys.heartbeat(uid, job),
-            keys.heartbeat_payload(attempt, **details),
-            px=int(ttl_seconds * 1000),
-        )
+    ) -> bool:
+        """What the job runtime sends every interval while the job runs; False
+        (and not recorded) if ``attempt`` is no longer the job's current one."""
+        payload = keys.heartbeat_payload(attempt, **details)
+        ttl_ms = int(ttl_seconds * 1000)
+        return await self._report(uid, job, attempt, keys.heartbeat(uid, job), payload, ttl_ms)
 
     async def job_heartbeats(self, uid: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
         """The latest heartbeat of each of ``jobs`` that has one."""

@@ -11,6 +11,7 @@ for step in range(start.step + 1 if start else 0, steps):
         break
 """
 
+from dagwright.worker.report import ReportError
 from dagwright.worker.sdk import (
     Checkpoint,
     attempt,
@@ -23,6 +24,7 @@ from dagwright.worker.sdk import (
 
 __all__ = [
     "Checkpoint",
+    "ReportError",
     "attempt",
     "config",
     "latest_checkpoint",

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from dagwright.names import PodEnv
+
+# Where the job pod's projected token (audience "dagwright") is mounted.
+DEFAULT_TOKEN_FILE = "/var/run/secrets/dagwright/token"
 
 
 @dataclass(frozen=True)
@@ -15,7 +19,8 @@ class JobEnv:
     namespace: str
     job: str
     attempt: int
-    redis_url: str | None
+    api_url: str | None
+    token_file: str
 
     @classmethod
     def from_environ(cls) -> JobEnv:
@@ -26,10 +31,11 @@ class JobEnv:
             namespace=env.get(PodEnv.NAMESPACE, ""),
             job=env.get(PodEnv.JOB, ""),
             attempt=int(env.get(PodEnv.ATTEMPT, "1") or 1),
-            redis_url=env.get(PodEnv.REDIS_URL) or None,
+            api_url=env.get(PodEnv.API_URL) or None,
+            token_file=env.get(PodEnv.TOKEN_FILE) or DEFAULT_TOKEN_FILE,
         )
 
     @property
     def reports(self) -> bool:
-        """Whether heartbeats and checkpoints can reach Redis."""
-        return bool(self.redis_url and self.execution_uid and self.job)
+        """Whether heartbeats and checkpoints can reach dagwright."""
+        return bool(self.api_url and self.job and Path(self.token_file).is_file())

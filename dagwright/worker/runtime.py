@@ -18,11 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from dagwright.names import PodEnv
-from dagwright.store import keys
 from dagwright.worker.env import JobEnv
+from dagwright.worker.report import ReportError, Reports
 
 log = logging.getLogger("dagwright.worker")
 
@@ -42,10 +40,8 @@ class Runtime:
         self.progress_file = Path(tempfile.mkdtemp(prefix="dagwright-")) / "progress.json"
         self._done = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
-        self._redis = (
-            redis.Redis.from_url(env.redis_url, decode_responses=True, socket_timeout=5)
-            if env.reports and env.redis_url
-            else None
+        self._reports = (
+            Reports(env.api_url, env.token_file) if env.reports and env.api_url else None
         )
 
     def run(self) -> int:
@@ -88,21 +84,20 @@ class Runtime:
             return {}
 
     def _heartbeats(self) -> None:
-        if self._redis is None:
+        if self._reports is None:
             return
-        key = keys.heartbeat(self.env.execution_uid, self.env.job)
-        # Lives past a few missed beats, never past the operator's timeout.
-        ttl_ms = int(self.heartbeat_seconds * 3 * 1000)
         while True:
-            progress = self._progress()
             try:
-                self._redis.set(
-                    key,
-                    keys.heartbeat_payload(self.env.attempt, pid=os.getpid(), progress=progress),
-                    px=ttl_ms,
-                )
-            except redis.RedisError as exc:
+                current = self._reports.heartbeat(self.heartbeat_seconds, self._progress())
+            except ReportError as exc:
                 log.warning("heartbeat not sent: %s", exc)
+            else:
+                if not current:
+                    # A newer attempt runs (this pod's node was given up for
+                    # lost): nothing this one saves counts any more.
+                    log.warning("attempt %s was superseded: stopping the job", self.env.attempt)
+                    self._on_term(signal.SIGTERM, None)
+                    return
             if self._done.wait(self.heartbeat_seconds):
                 return
 
@@ -117,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dagwright-worker: %(message)s")
     env = JobEnv.from_environ()
     if not env.reports:
-        log.info("no DAGWRIGHT_REDIS_URL/EXECUTION_UID: running without heartbeats")
+        log.info("no DAGWRIGHT_API_URL or token: running without heartbeats and checkpoints")
     runtime = Runtime(
         args,
         env,

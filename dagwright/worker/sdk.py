@@ -1,8 +1,8 @@
 """The SDK for training code running under the dagwright job runtime.
 
-Every call works outside dagwright too (no Redis, no environment): reports
-are then dropped and ``latest_checkpoint`` returns what the environment says,
-so the same script runs on a laptop."""
+Every call works outside dagwright too (no API, no environment): reports are
+then dropped and ``latest_checkpoint`` returns what the environment says, so
+the same script runs on a laptop."""
 
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import redis
-
 from dagwright.names import PodEnv
-from dagwright.store import keys
 from dagwright.worker.env import JobEnv
+from dagwright.worker.report import ReportError, Reports
 
 log = logging.getLogger("dagwright.worker")
 _stop_requested = False
@@ -38,12 +36,11 @@ def _env() -> JobEnv:
 
 
 @cache
-def _redis() -> redis.Redis | None:
+def _reports() -> Reports | None:
     env = _env()
-    if not env.reports:
+    if not env.reports or env.api_url is None:
         return None
-    assert env.redis_url is not None
-    return redis.Redis.from_url(env.redis_url, decode_responses=True, socket_timeout=5)
+    return Reports(env.api_url, env.token_file)
 
 
 def config() -> dict[str, Any]:
@@ -59,15 +56,14 @@ def attempt() -> int:
 
 def latest_checkpoint() -> Checkpoint | None:
     """The newest checkpoint any earlier attempt saved, or None."""
-    conn = _redis()
-    if conn is not None:
+    reports = _reports()
+    if reports is not None:
         try:
-            raw = conn.get(keys.checkpoint(_env().execution_uid, _env().job))
-        except redis.RedisError as exc:
-            log.warning("cannot read the latest checkpoint from Redis: %s", exc)
+            data = reports.latest_checkpoint()
+        except ReportError as exc:
+            log.warning("cannot ask for the latest checkpoint: %s", exc)
         else:
-            if raw:
-                data = json.loads(str(raw))
+            if data:
                 return Checkpoint(str(data["path"]), data.get("step"))
     # What the operator knew when it created this pod.
     path = os.environ.get(PodEnv.CHECKPOINT_PATH)
@@ -77,22 +73,27 @@ def latest_checkpoint() -> Checkpoint | None:
     return None
 
 
-def save_checkpoint(path: str, step: int | None = None) -> None:
+def save_checkpoint(path: str, step: int | None = None) -> bool:
     """Record that ``path`` (written by you, to durable storage) holds the
-    state after ``step``; a retry or a failover resumes from it."""
-    conn = _redis()
-    if conn is None:
-        return
-    env = _env()
-    conn.set(
-        keys.checkpoint(env.execution_uid, env.job),
-        keys.checkpoint_payload(path, step),
-        ex=keys.CHECKPOINT_TTL_SECONDS,
-    )
+    state after ``step``; a retry or a failover resumes from it.
+
+    False if it was not recorded: outside dagwright, or because a newer
+    attempt of the job has started (this one's node was given up for lost).
+    Then ``stopping()`` turns true: finish up and exit, nothing more of this
+    attempt counts. Raises ``ReportError`` if dagwright could not be reached."""
+    global _stop_requested
+    reports = _reports()
+    if reports is None:
+        return False
+    if reports.save_checkpoint(path, step):
+        return True
+    log.warning("checkpoint %s not recorded: a newer attempt of the job runs", path)
+    _stop_requested = True
+    return False
 
 
 def report_progress(done: float, total: float | None = None, message: str = "") -> None:
-    """Progress for people: written to the log and, with the next heartbeat, to Redis."""
+    """Progress for people: written to the log and, with the next heartbeat, to dagwright."""
     shown = f"{done}/{total}" if total else f"{done}"
     log.info("progress %s %s", shown, message)
     path = os.environ.get(PodEnv.PROGRESS_FILE)
@@ -110,7 +111,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def stopping() -> bool:
-    """True once the runtime forwarded SIGTERM: checkpoint now and exit."""
+    """True once the runtime forwarded SIGTERM, or this attempt was
+    superseded by a newer one: checkpoint now (if still current) and exit."""
     return _stop_requested
 
 

@@ -75,6 +75,7 @@ async def test_readme_curl_examples_work(
     assert obj["spec"]["shutdown"] == "Terminate"  # the cancel example reached the object
     assert '"workerId":"gpu-box-1"' in outputs[4]
     assert json.loads(outputs[5])["status"] == "ok"
+    assert outputs[6].count("not a job pod's token") == 3  # a user's token is no pod's
 
 
 @pytest.fixture(autouse=True)

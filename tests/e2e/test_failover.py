@@ -55,8 +55,8 @@ async def test_node_death_moves_the_job_to_a_healthy_node_and_resumes_from_its_c
         )
         healthy = await pools.add_node(pool)
         # What the job runtime reports while it trains (see dagwright.worker).
-        await Store(redis).save_checkpoint(
-            obj["metadata"]["uid"], "train", "s3://ckpt/train/step-1200", 1200
+        assert await Store(redis).save_checkpoint(
+            obj["metadata"]["uid"], "train", 1, "s3://ckpt/train/step-1200", 1200
         )
         killed_at = time.monotonic()
         nodes.kill(doomed)
@@ -156,7 +156,7 @@ async def test_a_job_whose_heartbeat_stops_is_retried_on_another_node(
     await pools.add_node(pool)
     store = Store(redis)
     for _ in range(4):  # the runtime heartbeats a while, then hangs
-        await store.job_heartbeat(
+        assert await store.job_heartbeat(
             obj["metadata"]["uid"], "train", attempt=1, ttl_seconds=key_ttl, step=10
         )
         await asyncio.sleep(0.5)

@@ -20,7 +20,7 @@ def pod_for(image: str, **job: object) -> dict[str, object]:
         attempt=2,
         epoch=7,
         placement=Placement(),
-        runtime_redis_url="redis://redis.dagwright:6379/0",
+        runtime_api_url="http://dagwright-api.dagwright.svc:8080",
         runtime_image=WORKER,
     )
 
@@ -46,7 +46,26 @@ def test_worker_image_jobs_keep_the_runtime_entrypoint() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DAGWRIGHT_EXECUTION_UID"] == "uid-1"
     assert env["DAGWRIGHT_ATTEMPT"] == "2"
-    assert env["DAGWRIGHT_REDIS_URL"] == "redis://redis.dagwright:6379/0"
+    assert env["DAGWRIGHT_API_URL"] == "http://dagwright-api.dagwright.svc:8080"
+    assert not any("REDIS" in name for name in env)  # no credentials to dagwright's state
+
+
+def test_job_pods_report_with_a_token_only_dagwright_accepts() -> None:
+    pod = pod_for(WORKER)
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False  # type: ignore[index]
+    (volume,) = spec["volumes"]  # type: ignore[index]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "dagwright"
+    container = spec["containers"][0]  # type: ignore[index]
+    (mount,) = container["volumeMounts"]
+    assert mount == {
+        "name": volume["name"],
+        "mountPath": "/var/run/secrets/dagwright",
+        "readOnly": True,
+    }
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DAGWRIGHT_TOKEN_FILE"] == "/var/run/secrets/dagwright/token"
 
 
 def test_other_images_get_their_command_as_written() -> None:
