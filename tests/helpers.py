@@ -11,9 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
+import httpx
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dagwright.api.app import create_app
+from dagwright.api.settings import ApiSettings
 from dagwright.names import GROUP, VERSION
 from tests.conftest import wait_for
 
@@ -292,3 +295,16 @@ async def record_pods(core: client.CoreV1Api, namespace: str) -> AsyncIterator[P
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def api_in_process(
+    kube: client.ApiClient, redis_url: str, namespace: str, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API app in this process (its lifespan run), on the test's
+    Kubernetes client and Redis, and an HTTP client for it."""
+    app = create_app(ApiSettings(redis_url=redis_url, namespace=namespace, **settings), kube=kube)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            yield http

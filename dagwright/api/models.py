@@ -92,6 +92,11 @@ class Worker(ApiModel):
     healthy: bool
     last_heartbeat: float | None = None
     pool: str | None = None
+    schedulable: bool = Field(
+        True, description="Whether dagwright places jobs on it (a WorkerPool's node, not draining)."
+    )
+    reason: str = Field("", description="Why it is not schedulable.")
+    draining: bool = Field(False, description="Unregistered: no new jobs, running ones finish.")
 
 
 class PoolQueue(ApiModel):

@@ -442,7 +442,7 @@ def _fail_over(
     label = f"job {job.name} attempt {state.attempt}"
     force = _may_force(snap, state, pod)
     infra = state.infra_failures + 1
-    left = pod.node_lost and not force and infra <= MAX_INFRA_FAILURES
+    left = pod.node_lost and not pod.node_silent and not force and infra <= MAX_INFRA_FAILURES
     if not left:
         plan.actions.append(DeletePod(job.name, state.attempt, why, force))
     if infra > MAX_INFRA_FAILURES:

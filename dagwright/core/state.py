@@ -125,6 +125,10 @@ class PodObservation:
     node: str | None = None
     node_lost: bool = False  # its node is NotReady or Unknown
     node_gone: bool = False  # its node object was deleted: the machine is confirmed gone
+    # Its node's registered worker stopped heartbeating: the machine says it
+    # is lost (not only the control plane). Its attempt is replaced at once;
+    # if it still runs somewhere, its reports are refused (fenced by attempt).
+    node_silent: bool = False
     heartbeat_at: float | None = (
         None  # last heartbeat of this attempt's job runtime, if it sends any
     )
@@ -142,4 +146,9 @@ class PodObservation:
     @property
     def alive(self) -> bool:
         """Could a container of this pod still be running?"""
-        return not self.phase.terminal and not self.node_gone and not self.removed
+        return (
+            not self.phase.terminal
+            and not self.node_gone
+            and not self.node_silent
+            and not self.removed
+        )

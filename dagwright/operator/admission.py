@@ -34,6 +34,7 @@ class Admitter:
         # Once per pass, not per wanted job: both scan every node.
         members = {p.name: view.members(p) for p in pools}
         loads = {p.name: view.load(p) for p in pools}
+        reported = view.reported()
         admission = plan_admission(
             self.uid, dag, plan.wants, plan.jobs, pools, members, loads, time.time()
         )
@@ -59,12 +60,10 @@ class Admitter:
                         places.add(pool.name)
                     continue
                 nodes = [
-                    (n, pool.spec.max_concurrency)
-                    for n in members[pool.name]
-                    if n not in request.avoid
+                    (n, view.slots(pool, n)) for n in members[pool.name] if n not in request.avoid
                 ]
                 node = await self.ctx.slots.admit(
-                    pool.name, who, request.priority, request.since, nodes
+                    pool.name, who, request.priority, request.since, nodes, reported
                 )
                 if node is not None:
                     self.admitted[name] = Slot(pool.name, node)

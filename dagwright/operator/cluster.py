@@ -24,6 +24,29 @@ class NodeInfo:
         return self.ready and not self.cordoned
 
 
+@dataclass(frozen=True)
+class Registered:
+    """What a worker registered over REST says of the node it names (its
+    hostname is the Node's name): that machine's own word, which does not
+    depend on the control plane the way a node's Ready condition does."""
+
+    load: int  # its last reported currentLoad
+    max_concurrency: int
+    silent: bool  # no heartbeat within its timeout: the machine is lost
+    draining: bool  # unregistered: no new jobs, running ones finish
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], now: float) -> Registered:
+        timeout = float(record.get("timeoutSeconds") or 90.0)
+        beat = float(record.get("lastHeartbeat") or 0.0)
+        return cls(
+            load=int(record.get("currentLoad") or 0),
+            max_concurrency=int(record.get("maxConcurrency") or 1),
+            silent=now - beat > timeout,
+            draining=bool(record.get("draining")),
+        )
+
+
 # A node missing from the watch this long is taken as deleted (confirmed gone).
 # Less would mistake a node the watch has not shown yet for a dead one.
 NODE_GONE_AFTER_SECONDS = 5.0
@@ -38,6 +61,25 @@ class ClusterView:
         self._nodes: Mapping[Any, Iterable[NodeInfo]] = {}
         self._running = running  # pool -> its unfinished pods (the pod informer's)
         self._missing_since: dict[str, float] = {}
+        self.registered: dict[str, Registered] = {}  # node name -> its registered worker
+
+    def register(self, records: Iterable[Mapping[str, Any]]) -> bool:
+        """The registry as Redis holds it now (records expire, so absent:
+        unknown). True if a node's worker fell silent since the last look:
+        the runners with pods there should look at once."""
+        now = time.time()
+        before = {name for name, w in self.registered.items() if w.silent}
+        fresh = {str(r["hostname"]): Registered.of(r, now) for r in records if r.get("hostname")}
+        # A worker that fell silent stays so once its registration lapses,
+        # until it registers again: the machine is lost until it says otherwise
+        # (its registration outlives the silence by the timeout, while the node
+        # may not be NotReady yet, and its jobs would land there again).
+        known = {n.name for n in self.nodes()}
+        for name in before - fresh.keys():
+            if name in known:
+                fresh[name] = self.registered[name]
+        self.registered = fresh
+        return any(w.silent and name not in before for name, w in fresh.items())
 
     def bind(
         self, pools: Mapping[Any, Iterable[Pool]], nodes: Mapping[Any, Iterable[NodeInfo]]
@@ -50,8 +92,10 @@ class ClusterView:
     def nodes(self) -> list[NodeInfo]:
         return [node for values in self._nodes.values() for node in values]
 
-    def node_health(self) -> Callable[[str], tuple[bool, bool]]:
-        """A lookup: node name -> (lost, gone) for this pass."""
+    def node_health(self) -> Callable[[str], tuple[bool, bool, bool]]:
+        """A lookup: node name -> (lost, gone, silent) for this pass. Silent:
+        its registered worker stopped heartbeating, the machine's own word
+        that it is lost (the replacement need not wait for the old pod)."""
         known = {n.name: n for n in self.nodes()}
         now = time.monotonic()
         for name in list(self._missing_since):
@@ -62,13 +106,20 @@ class ClusterView:
         # plane), not every machine dying: like kube-controller-manager's
         # full-disruption mode, fail nothing over until some node is Ready.
         disrupted = bool(known) and not any(n.ready for n in known.values())
+        # Likewise most registered workers silent at once: the API or Redis
+        # they report through was away, not the machines.
+        workers = self.registered
+        on_nodes = [w for name, w in workers.items() if name in known]
+        hushed = len(on_nodes) >= 2 and 2 * sum(w.silent for w in on_nodes) > len(on_nodes)
 
-        def health(name: str) -> tuple[bool, bool]:
+        def health(name: str) -> tuple[bool, bool, bool]:
+            worker = workers.get(name)
+            silent = worker is not None and worker.silent and not hushed
             node = known.get(name)
             if node is not None:
-                return (not node.ready and not disrupted, False)
+                return ((not node.ready and not disrupted) or silent, False, silent)
             since = self._missing_since.setdefault(name, now)
-            return (True, now - since >= NODE_GONE_AFTER_SECONDS)
+            return (True, now - since >= NODE_GONE_AFTER_SECONDS, silent)
 
         return health
 
@@ -76,16 +127,29 @@ class ClusterView:
         return len(self._running.get(pool, ()))
 
     def members(self, pool: Pool) -> list[str]:
-        """The pool's schedulable nodes, by name."""
+        """The pool's schedulable nodes, by name (not those whose registered
+        worker is silent or draining)."""
         selector = pool.spec.node_selector.items()
+        workers = self.registered
         return sorted(
             n.name
             for n in self.nodes()
-            if n.schedulable and all(n.labels.get(k) == v for k, v in selector)
+            if n.schedulable
+            and all(n.labels.get(k) == v for k, v in selector)
+            and not (n.name in workers and (workers[n.name].silent or workers[n.name].draining))
         )
 
+    def slots(self, pool: Pool, node: str) -> int:
+        """Jobs the node takes at once: its registered worker's maxConcurrency, else the pool's."""
+        worker = self.registered.get(node)
+        return worker.max_concurrency if worker is not None else pool.spec.max_concurrency
+
+    def reported(self) -> dict[str, int]:
+        """Node -> the load its registered worker reports."""
+        return {name: w.load for name, w in self.registered.items() if w.load}
+
     def capacity(self, pool: Pool) -> int:
-        return len(self.members(pool)) * pool.spec.max_concurrency
+        return sum(self.slots(pool, node) for node in self.members(pool))
 
     def load(self, pool: Pool) -> float:
         capacity = self.capacity(pool)

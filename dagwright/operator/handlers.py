@@ -135,6 +135,9 @@ async def _beat_once(ctx: Context) -> None:
         ctx.settings.instance_id, owned=len(ctx.owned), ttl_seconds=3 * interval
     )
     ctx.peers = await ctx.store.live_instances()
+    # What workers registered over REST say of their nodes (liveness, load, drain).
+    if ctx.view.register(await ctx.store.workers()):
+        ctx.wake_owned()
 
 
 async def _heartbeat(ctx: Context) -> None:

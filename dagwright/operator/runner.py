@@ -225,9 +225,9 @@ class ExecutionRunner:
         for key in unfinished:
             pod = pods[key]
             if pod.node:
-                lost, gone = health(pod.node)
+                lost, gone, silent = health(pod.node)
                 if lost:
-                    pods[key] = replace(pod, node_lost=True, node_gone=gone)
+                    pods[key] = replace(pod, node_lost=True, node_gone=gone, node_silent=silent)
         if self.states is None or self.states_epoch != epoch:
             # A new term (ours or, between ours, someone else's): start from
             # what is persisted.

@@ -260,8 +260,15 @@ class Store:
         await self.redis.set(key, json.dumps(data), px=int(ttl_seconds * 1000))
         return True
 
-    async def unregister_worker(self, worker_id: str) -> bool:
-        return bool(await self.redis.delete(keys.worker(worker_id)))
+    async def drain_worker(self, worker_id: str) -> bool:
+        """Mark a registered worker draining (no new jobs on its node; running
+        ones finish) until its registration expires; False if unknown."""
+        key = keys.worker(worker_id)
+        raw = await self.redis.get(key)
+        if raw is None:
+            return False
+        await self.redis.set(key, json.dumps({**json.loads(raw), "draining": True}), keepttl=True)
+        return True
 
     async def workers(self) -> list[dict[str, Any]]:
         found = [k async for k in self.redis.scan_iter(match=keys.WORKERS, count=500)]

@@ -25,7 +25,7 @@ node with a free one, so per-node ``maxConcurrency`` holds across instances too.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -74,7 +74,8 @@ end
 """
 
 # KEYS: queue, seen, held, expiries, used. ARGV: member, score, now_ms,
-# hold_ms, stale_ms, then (node, slots) pairs: the pool's schedulable nodes.
+# hold_ms, stale_ms, then (node, slots, reported load) triples: the pool's
+# schedulable nodes.
 # Returns the granted node, or false.
 _ADMIT = (
     _HELD
@@ -87,7 +88,7 @@ reclaim(now)
 local mine = redis.call('HGET', KEYS[3], member)
 if mine then
   local node = string.match(mine, '|(.*)$')
-  for i = 6, #ARGV, 2 do
+  for i = 6, #ARGV, 3 do
     if ARGV[i] == node then
       hold(member, node, now + hold_ms)
       return node
@@ -96,9 +97,10 @@ if mine then
   drop(member)
 end
 local free, best, best_load = 0, nil, nil
-for i = 6, #ARGV, 2 do
+for i = 6, #ARGV, 3 do
   local node, slots = ARGV[i], tonumber(ARGV[i + 1])
-  local n = tonumber(redis.call('HGET', KEYS[5], node) or '0')
+  -- What the node's registered worker reports busy, if more than we hold there.
+  local n = math.max(tonumber(redis.call('HGET', KEYS[5], node) or '0'), tonumber(ARGV[i + 2]))
   if n < slots then
     free = free + slots - n
     if best_load == nil or n / slots < best_load then
@@ -197,9 +199,17 @@ class Slots:
         self._live = redis.register_script(_LIVE)
 
     async def admit(
-        self, pool: str, who: str, priority: int, since: float, nodes: Sequence[tuple[str, int]]
+        self,
+        pool: str,
+        who: str,
+        priority: int,
+        since: float,
+        nodes: Sequence[tuple[str, int]],
+        reported: Mapping[str, int] | None = None,
     ) -> str | None:
-        """A slot on the least loaded of ``nodes`` (name, slots), or None."""
+        """A slot on the least loaded of ``nodes`` (name, slots), or None.
+        ``reported``: node -> the load its registered worker reports, which
+        counts when it is more than the slots held there."""
         now_ms = int(time.time() * 1000)
         args: list[str | int | float] = [
             who,
@@ -209,7 +219,7 @@ class Slots:
             self.stale_ms,
         ]
         for node, slots in nodes:
-            args += [node, slots]
+            args += [node, slots, (reported or {}).get(node, 0)]
         granted = await self._admit(keys=keys.pool_slots(pool), args=args)
         return str(granted) if granted else None
 

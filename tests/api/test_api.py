@@ -14,7 +14,7 @@ from dagwright.api.settings import ApiSettings
 from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.devcluster.redis_server import RedisServer
 from tests.conftest import Pools, wait_for
-from tests.helpers import read_pod
+from tests.helpers import api_in_process, read_pod
 
 pytestmark = pytest.mark.usefixtures("operator")
 TOKEN = "test-token"
@@ -26,14 +26,10 @@ P = "/api/distributed"
 async def api(
     kube: client.ApiClient, redis_server: RedisServer, namespace: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ApiSettings(
-        redis_url=redis_server.url, namespace=namespace, token=TOKEN, max_body_bytes=200_000
-    )
-    app = create_app(settings, kube=kube)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield http
+    async with api_in_process(
+        kube, redis_server.url, namespace, token=TOKEN, max_body_bytes=200_000
+    ) as http:
+        yield http
 
 
 def request(jobs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -205,10 +201,17 @@ async def test_workers_register_heartbeat_list_and_leave(
     mine = next(w for w in workers if w["workerId"] == "gpu-box-1")
     assert (mine["source"], mine["healthy"], mine["currentLoad"]) == ("registered", True, 1)
     assert {w["workerId"] for w in workers if w.get("pool") == pool} == set(pools.members[pool])
+    assert (mine["schedulable"], mine["pool"]) == (False, None)  # names no pool node
+    assert "no WorkerPool node is named gpu-box-1.lab" in mine["reason"]
+    # Unregistering drains it: listed as such until the registration lapses,
+    # and still heard from (its running jobs finish).
     assert (await api.delete(f"{P}/workers/gpu-box-1", headers=AUTH)).status_code == 204
-    assert (
-        await api.post(f"{P}/workers/gpu-box-1/heartbeat", json={}, headers=AUTH)
-    ).status_code == 404
+    beat = await api.post(f"{P}/workers/gpu-box-1/heartbeat", json={}, headers=AUTH)
+    assert beat.status_code == 200
+    workers = (await api.get(f"{P}/workers", headers=AUTH)).json()
+    mine = next(w for w in workers if w["workerId"] == "gpu-box-1")
+    assert (mine["draining"], mine["schedulable"]) == (True, False)
+    assert (await api.delete(f"{P}/workers/no-such-worker", headers=AUTH)).status_code == 404
 
 
 async def test_health_reports_redis_kubernetes_and_the_operator(

@@ -10,11 +10,9 @@ import httpx
 import pytest
 from kubernetes_asyncio import client
 
-from dagwright.api.app import create_app
-from dagwright.api.settings import ApiSettings
 from dagwright.devcluster.redis_server import RedisServer
 from tests.conftest import Pools
-from tests.helpers import create_execution, dag
+from tests.helpers import api_in_process, create_execution, dag
 from tests.worker.test_runtime import bound_token, pod_token
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -25,12 +23,8 @@ P = "/api/distributed/attempts"
 async def api(
     kube: client.ApiClient, redis_server: RedisServer, namespace: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ApiSettings(redis_url=redis_server.url, namespace=namespace, token="static")
-    app = create_app(settings, kube=kube)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield http
+    async with api_in_process(kube, redis_server.url, namespace, token="static") as http:
+        yield http
 
 
 def bearer(token: str) -> dict[str, str]:
