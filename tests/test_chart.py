@@ -91,6 +91,7 @@ async def test_rendered_chart_passes_a_server_side_dry_run(
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "DaemonSet",
         "Deployment",
         "PodDisruptionBudget",
         "Service",

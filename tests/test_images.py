@@ -40,7 +40,7 @@ def test_worker_runtime_needs_only_the_standard_library() -> None:
     # The worker image installs dagwright without its dependencies; job pods
     # hold no Redis credentials (they report through the REST API).
     probe = (
-        "import sys, dagwright.worker, dagwright.worker.runtime;"
+        "import sys, dagwright.worker, dagwright.worker.runtime, dagwright.worker.agent;"
         "heavy = {'pydantic', 'kopf', 'kubernetes_asyncio', 'fastapi', 'yaml', 'httpx', 'redis'};"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
     )

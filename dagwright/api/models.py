@@ -76,6 +76,13 @@ class WorkerRegistration(ApiModel):
     capabilities: list[Capability] = Field(default_factory=list, max_length=32)
     max_concurrency: StrictInt = Field(1, ge=1, le=1000)
     metadata: WorkerMetadata = Field(default_factory=WorkerMetadata)
+    heartbeat_timeout_seconds: StrictFloat | StrictInt | None = Field(
+        None,
+        ge=1,
+        le=3600,
+        description="Silence after which its node is lost; the API's default (90 s) if unset. "
+        "The node agent registers with 10 s.",
+    )
 
 
 class WorkerHeartbeat(ApiModel):

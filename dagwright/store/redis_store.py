@@ -252,11 +252,15 @@ class Store:
         await self.redis.set(keys.worker(worker_id), json.dumps(data), px=int(ttl_seconds * 1000))
 
     async def worker_heartbeat(self, worker_id: str, load: int, ttl_seconds: float) -> bool:
+        """Record a heartbeat; False if not registered (or lapsed). The
+        registration then lives twice its own timeout, else ``ttl_seconds``."""
         key = keys.worker(worker_id)
         raw = await self.redis.get(key)
         if raw is None:
             return False
         data = {**json.loads(raw), "lastHeartbeat": time.time(), "currentLoad": load}
+        if data.get("timeoutSeconds"):
+            ttl_seconds = 2 * float(data["timeoutSeconds"])
         await self.redis.set(key, json.dumps(data), px=int(ttl_seconds * 1000))
         return True
 

@@ -6,8 +6,13 @@ no pool node is shown as not schedulable, with why."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +20,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from dagwright.devcluster.redis_server import RedisServer
-from tests.conftest import Nodes, Pools, wait_for
+from tests.conftest import API_TOKEN, ApiProcess, Nodes, Pools, wait_for
 from tests.helpers import (
     api_in_process,
     create_execution,
@@ -145,3 +150,80 @@ async def _registry_seen() -> None:
     """The operator reads the registry with its heartbeat (every 2.5 s at the
     default lease): give it one."""
     await asyncio.sleep(3.0)
+
+
+def start_agent(api_server: ApiProcess, node: str, token_file: Path) -> subprocess.Popen[bytes]:
+    """The node agent as its DaemonSet runs it, for ``node``."""
+    env = {
+        **os.environ,
+        "NODE_NAME": node,
+        "DAGWRIGHT_API_URL": api_server.url,
+        "DAGWRIGHT_TOKEN_FILE": str(token_file),
+        "DAGWRIGHT_AGENT_INTERVAL_SECONDS": "0.5",
+        "DAGWRIGHT_AGENT_TIMEOUT_SECONDS": str(TIMEOUT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagwright.worker.agent"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_the_node_agent_fails_a_dead_machines_jobs_over_and_drains_on_stop(
+    api: httpx.AsyncClient,
+    api_server: ApiProcess,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    pools: Pools,
+    nodes: Nodes,
+    tmp_path: Path,
+) -> None:
+    """The agent registers its node with a short timeout of its own; killed
+    with its machine, the machine's jobs run again elsewhere in about that
+    timeout, before the node controller would even call the node NotReady at
+    upstream timing (50 s). Stopped (a drain, a shutdown), it drains its node."""
+    pool = await pools.create(["cpu"], size=1, max_concurrency=4)
+    (other,) = pools.members[pool]
+    doomed = await pools.add_node(pool, isolated=True)
+    token = tmp_path / "token"
+    token.write_text(API_TOKEN)
+    agents = [start_agent(api_server, doomed, token)]
+    # Until the job is placed, the other node reports itself full.
+    await register(api, other, other, load=4)
+    loads = {other: 4}
+    full = asyncio.create_task(_beat_every_second(api, other, loads))
+    try:
+
+        async def registered() -> bool:
+            workers = (await api.get(W, headers=AUTH)).json()
+            return any(w["workerId"] == doomed and w["healthy"] for w in workers)
+
+        await wait_for("the agent registered", registered, within=20)
+        await _registry_seen()
+        await create_execution(kube, namespace, "far", dag([{"name": "j"}], duration="600s"))
+        assert await node_of(core, namespace, "far-j-1") == doomed
+        full.cancel()
+        agents.append(start_agent(api_server, other, token))  # registers it afresh: load 0
+        await _registry_seen()
+        agents[0].kill()  # the machine dies: kubelet and agent at once
+        nodes.kill(doomed)
+        killed = time.monotonic()
+        moved = await node_of(core, namespace, "far-j-2")
+        took = time.monotonic() - killed
+        assert moved == other
+        assert await read_pod(core, namespace, "far-j-1") is not None  # not waited for
+        print(f"\nnode agent killed with its machine -> replacement Running {took:.2f}s")
+        assert took < TIMEOUT + 6
+
+        agents[1].send_signal(signal.SIGTERM)  # the other node is drained (shutdown)
+        assert agents[1].wait(timeout=10) == 0
+        shown = await listed(api, other[:63])
+        assert (shown["draining"], shown["schedulable"]) == (True, False)
+    finally:
+        full.cancel()
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+            agent.communicate(timeout=10)

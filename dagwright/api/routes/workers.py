@@ -24,9 +24,10 @@ router = guarded_router("/workers", "workers")
 @router.post("/register", status_code=201, response_model=Worker)
 async def register(body: WorkerRegistration, svc: Svc, caller: Who) -> Worker:
     await svc.allow(caller, "update", POOLS)
-    timeout = svc.settings.worker_heartbeat_timeout_seconds
+    timeout = float(body.heartbeat_timeout_seconds or svc.settings.worker_heartbeat_timeout_seconds)
     # The operator judges silence by the timeout the worker registered under.
-    data = body.model_dump(by_alias=True) | {"timeoutSeconds": timeout}
+    data = body.model_dump(by_alias=True, exclude={"heartbeat_timeout_seconds"})
+    data["timeoutSeconds"] = timeout
     await svc.store.register_worker(body.worker_id, data, ttl_seconds=2 * timeout)
     nodes = _pool_nodes(await _pools(svc))
     return registered(data | {"lastHeartbeat": time.time(), "currentLoad": 0}, timeout, nodes)
