@@ -169,7 +169,9 @@ async def test_instances_started_together_share_the_first_claims(
     names = [f"dag-{i}" for i in range(4)]
     for name in names:  # waiting before either instance runs
         await create_execution(kube, namespace, name, dag(jobs, duration="300ms"))
-    procs = fleet.start(2)
+    # At the default lease and heartbeat (15 s, every 2.5 s): "together" is
+    # within a heartbeat or so, which the busy test machine needs.
+    procs = fleet.start(2, DAGWRIGHT_LEASE_SECONDS="15", DAGWRIGHT_HEARTBEAT_SECONDS="2.5")
 
     first = await all_owned(kube, namespace, names, within=60)
     split = Counter(first.values())
