@@ -29,6 +29,7 @@ from tests.helpers import (
     read_pod,
     running_pod,
 )
+from tests.worker.test_runtime import bound_token
 
 pytestmark = pytest.mark.usefixtures("operator")
 TIMEOUT = 3.0  # the registered workers' heartbeat timeout here (90 s by default)
@@ -216,7 +217,20 @@ async def test_the_node_agent_fails_a_dead_machines_jobs_over_and_drains_on_stop
         moved = await node_of(core, namespace, "far-j-2")
         took = time.monotonic() - killed
         assert moved == other
-        assert await read_pod(core, namespace, "far-j-1") is not None  # not waited for
+        old = await read_pod(core, namespace, "far-j-1")
+        assert old is not None  # not waited for
+        # A partition, not a death: the old attempt may still run. What it
+        # commits is refused; the new attempt's is recorded.
+        new = await read_pod(core, namespace, "far-j-2")
+        async with httpx.AsyncClient(base_url=api_server.url) as http:
+            for pod, expected in ((old, 409), (new, 200)):
+                token_of = await bound_token(core, namespace, pod)
+                saved = await http.post(
+                    "/api/distributed/attempts/checkpoint",
+                    json={"path": f"s3://ckpt/{pod.metadata.name}", "step": 1},
+                    headers={"Authorization": f"Bearer {token_of}"},
+                )
+                assert saved.status_code == expected, saved.text
         print(
             f"\nnode agent killed with its machine -> replacement Running {took:.2f}s "
             f"(agent timeout {AGENT_TIMEOUT:g}s)"
