@@ -42,10 +42,12 @@ class Context:
     peers: dict[str, int] = field(default_factory=dict)
 
     def over_fair_share(self) -> bool:
-        """Whether this instance owns more than its even share of all owned executions."""
-        total = sum(self.peers.values())
-        instances = max(len(self.peers), 1)
-        return len(self.owned) > -(-total // instances)  # ceil
+        """Whether this instance owns more than its even share of all owned
+        executions (its own count as it is now, not as its last heartbeat
+        said: right after a burst of claims that one is still 0, and every
+        instance looked over its share and handed its claims straight on)."""
+        loads = {**self.peers, self.settings.instance_id: len(self.owned)}
+        return len(self.owned) > -(-sum(loads.values()) // len(loads))  # ceil
 
     def claimant(self, uid: str, releasing: bool = False) -> str | None:
         """The live instance that should claim an unowned execution at once:

@@ -31,6 +31,7 @@ class Lease:
         self.deadline = 0.0  # monotonic: our term ends (renewal moves it)
         self.free_at = 0.0  # monotonic: when another owner's lease could lapse
         self.free_since: float | None = None  # monotonic: first seen unowned (non-preferred)
+        self.claimed_at = 0.0  # monotonic: when our current term began
 
     async def own(self) -> bool:
         """Take or renew the lease; False if another instance holds it (or
@@ -67,6 +68,7 @@ class Lease:
                     await self.ctx.store.release(uid, s.instance_id)
                     raise FencedOut(f"the object records an owner epoch above {epoch}")
             log.info("owning %s/%s (epoch %d)", self.owner.namespace, self.owner.name, epoch)
+            self.claimed_at = requested
         self.ctx.owned.add(uid)
         self.epoch = epoch
         self.free_since = None
@@ -99,6 +101,10 @@ class Lease:
         heartbeats differs, within two thirds of a lease)."""
         s = self.ctx.settings
         if self.epoch is None or not self.ctx.over_fair_share():
+            return False
+        if time.monotonic() - self.claimed_at < s.lease_seconds:
+            # Held for a lease first: views of the heartbeats lag, and an
+            # execution handed on at once can go round the instances.
             return False
         preferred = self.ctx.claimant(self.owner.uid, releasing=True)
         if preferred in (None, s.instance_id):

@@ -156,6 +156,8 @@ async def test_hand_off_only_above_a_fair_share_and_to_an_instance_under_it(
     obj = RecordedObject()
     ctx, lease = instance(redis, "a", obj)
     assert await lease.own()
+    ctx.peers = {"a": 0, "b": 0}  # heartbeats from before its claim: it holds 1 of 1
+    assert not await lease.hand_off()
     ctx.peers = {"a": 1, "b": 1}  # an even split: nothing to give
     assert not await lease.hand_off()
     assert lease.epoch is not None
@@ -163,6 +165,8 @@ async def test_hand_off_only_above_a_fair_share_and_to_an_instance_under_it(
     ctx.peers = {"a": 3, "b": 3}  # above nobody's share
     assert not await lease.hand_off()
     ctx.peers = {"a": 3, "b": 0}
+    assert not await lease.hand_off()  # claimed less than a lease ago: kept for now
+    lease.claimed_at -= LEASE
     assert await lease.hand_off()
     assert lease.epoch is None
     assert OWNER.uid not in ctx.owned
