@@ -82,7 +82,7 @@ async def same_pods(
         kind="ConfigMap",
     )
     body = spec([job for layer in layers for job in layer], duration, parallelism=1)
-    dag = build_dag(DAGExecutionSpec.model_validate(body), {"cpu"})
+    dag = build_dag(DAGExecutionSpec.model_validate(body))
     index = {job["name"]: i for layer in layers for i, job in enumerate(layer)}
 
     def manifest(job: str) -> dict[str, Any]:

@@ -16,8 +16,10 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 EXECUTION_KIND: Final = "DAGExecution"
 POOL_KIND: Final = "WorkerPool"
+TEMPLATE_KIND: Final = "JobTemplate"
 EXECUTIONS: Final = "dagexecutions"  # plurals, as the API paths spell them
 POOLS: Final = "workerpools"
+TEMPLATES: Final = "jobtemplates"
 
 # --- labels ---------------------------------------------------------------------
 MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -33,12 +35,17 @@ POOL_LABEL: Final = f"{GROUP}/pool"
 WORKFLOW_LABEL: Final = f"{GROUP}/workflow"  # a REST execution's workflowId
 SIMULATED_LABEL: Final = f"{GROUP}/simulated"  # nodes the dev cluster's KWOK fakes
 
+# On a namespace: the Pod Security level its pods must meet (Kubernetes').
+POD_SECURITY_LABEL: Final = "pod-security.kubernetes.io/enforce"
+
 # --- annotations ------------------------------------------------------------------
 # Not under "dagwright.io/": kopf keeps its handler progress there and purges it.
 OWNER_ANNOTATION: Final = f"ownership.{GROUP}/instance"
 OWNER_EPOCH_ANNOTATION: Final = f"ownership.{GROUP}/epoch"
 SCALE_DOWN_ANNOTATION: Final = f"{GROUP}/scale-down"  # on a node cordoned for removal
 DISPLAY_NAME_ANNOTATION: Final = f"{GROUP}/display-name"  # a REST job's display name
+# On a job pod: its config as JSON, which a downward API volume makes a file.
+CONFIG_ANNOTATION: Final = f"{GROUP}/config"
 
 
 # The audience of the token projected into job pods: only dagwright's REST
@@ -59,6 +66,7 @@ class PodEnv:
     ATTEMPT: Final = "DAGWRIGHT_ATTEMPT"
     POOL: Final = "DAGWRIGHT_POOL"
     CONFIG: Final = "DAGWRIGHT_CONFIG"  # the job's free JSON config
+    CONFIG_FILE: Final = "DAGWRIGHT_CONFIG_FILE"  # the same, as a file (config.json)
     API_URL: Final = "DAGWRIGHT_API_URL"  # the REST API: heartbeats and checkpoints go there
     TOKEN_FILE: Final = "DAGWRIGHT_TOKEN_FILE"  # the pod's projected token for it
     CHECKPOINT_PATH: Final = "DAGWRIGHT_CHECKPOINT_PATH"  # the last checkpoint, to resume

@@ -9,6 +9,8 @@ import uuid
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dagwright.core.policy import JobPolicy
+
 
 def _default_instance() -> str:
     # Unique per process: a restarted operator is a new owner (new epoch).
@@ -26,6 +28,15 @@ class OperatorSettings(BaseSettings):
     lease_seconds: float = Field(15.0, gt=0.5, description="Ownership lease of one execution.")
     finished_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=60, description="Redis state of finished executions."
+    )
+    job_policy: JobPolicy = Field(
+        default_factory=JobPolicy,
+        description="What jobs may use in pools without a policy of their own (JSON).",
+    )
+    template_namespace: str | None = Field(
+        None,
+        description="JobTemplates here serve every namespace (the install's own job types); "
+        "one of the same name in an execution's namespace comes first.",
     )
     # Jobs in this image (any tag) run under its runtime entrypoint: their
     # command line is passed as args so the entrypoint is kept.

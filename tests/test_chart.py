@@ -93,6 +93,7 @@ async def test_rendered_chart_passes_a_server_side_dry_run(
         "ClusterRoleBinding",
         "DaemonSet",
         "Deployment",
+        "JobTemplate",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",

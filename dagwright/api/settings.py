@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dagwright.core.policy import JobPolicy
+
 PREFIX = "/api/distributed"  # every route's path starts here
 
 
@@ -18,6 +20,12 @@ class ApiSettings(BaseSettings):
     # A static bearer token with every right, for local use. Other callers
     # present Kubernetes tokens (TokenReview) and need RBAC (SubjectAccessReview).
     token: str | None = None
+    # The operator's settings of the same names: the API checks an execution
+    # as the operator will, so a bad one is a 422 rather than a Failed object.
+    job_policy: JobPolicy = Field(
+        default_factory=JobPolicy, validation_alias="DAGWRIGHT_JOB_POLICY"
+    )
+    template_namespace: str | None = Field(None, validation_alias="DAGWRIGHT_TEMPLATE_NAMESPACE")
     worker_heartbeat_timeout_seconds: float = 90.0
     max_body_bytes: int = 4 * 1024 * 1024
     # Per client (who it is once its token is known good, else its address):

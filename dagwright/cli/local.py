@@ -57,16 +57,20 @@ class LocalRun:
         if key in self.attempts:  # asked again for the same attempt: it exists (as a 409 would say)
             return
         job = self.dag.jobs[action.job]
-        env = {**os.environ, **{e.name: e.value for e in job.env}}
+        # (A valueFrom names a Secret or a field of a pod: there is none here.)
+        env = {**os.environ, **{e.name: e.value for e in job.env if e.value is not None}}
         env |= {
             PodEnv.EXECUTION: self.name,
             PodEnv.JOB: job.name,
             PodEnv.JOB_TYPE: job.type,
             PodEnv.ATTEMPT: str(action.attempt),
         }
+        log = self.workdir / f"{job.name}-{action.attempt}.log"
         if job.config is not None:
             env[PodEnv.CONFIG] = json.dumps(job.config)
-        log = self.workdir / f"{job.name}-{action.attempt}.log"
+            config_file = self.workdir / f"{job.name}-{action.attempt}.config.json"
+            config_file.write_text(env[PodEnv.CONFIG])
+            env[PodEnv.CONFIG_FILE] = str(config_file)
         out = open(log, "wb")  # noqa: SIM115  (closed when the attempt ends)
         process: subprocess.Popen[bytes] | None = None
         try:

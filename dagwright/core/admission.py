@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dagwright.core.graph import Dag
-from dagwright.core.placement import Pool, eligible
+from dagwright.core.graph import Dag, Job, resources_of
+from dagwright.core.placement import Pool, best_fit, eligible, policy_of, scalable
+from dagwright.core.policy import DEFAULT_POLICY, JobPolicy, violations
 from dagwright.core.state import JobState
 
 
@@ -54,6 +55,7 @@ def plan_admission(
     members: Mapping[str, Sequence[str]],
     loads: Mapping[str, float],
     now: float,
+    policy: JobPolicy = DEFAULT_POLICY,
 ) -> Admission:
     """The requests for the ``wants`` jobs' slots, and the jobs no pool can
     take (none offers what they require, or none of those has a ready node)."""
@@ -61,16 +63,28 @@ def plan_admission(
         wants,
         key=lambda n: (score(dag.jobs[n].priority, jobs[n].ready_at or now), member(uid, n)),
     )
-    by_requirement: dict[frozenset[str], tuple[Pool, ...]] = {}
+    # Jobs share a few requirement sets, and most their pod settings.
+    by_requirement: dict[tuple[frozenset[str], int, int], tuple[Pool, ...]] = {}
+
+    def usable(pool: Pool) -> bool:
+        return bool(members[pool.name]) or scalable(pool)
+
+    def allowed(job: Job, pool: Pool) -> bool:
+        return not violations(job.pod, resources_of(job), policy_of(pool, policy))
+
     requests: list[Request] = []
     blocked: list[str] = []
     for name in order:
         job = dag.jobs[name]
-        if job.requires not in by_requirement:  # jobs share a few requirement sets
-            by_requirement[job.requires] = tuple(
-                sorted(eligible(job.requires, pools), key=lambda p: (loads[p.name], p.name))
+        key = (job.requires, id(job.pod), id(job.resources))
+        if key not in by_requirement:
+            fitting = best_fit(
+                job.requires,
+                [p for p in eligible(job.requires, pools) if allowed(job, p)],
+                usable,
             )
-        candidates = by_requirement[job.requires]
+            by_requirement[key] = tuple(sorted(fitting, key=lambda p: (loads[p.name], p.name)))
+        candidates = by_requirement[key]
         if not candidates:
             needs = ", ".join(sorted(job.requires)) or "no capability"
             blocked.append(f"job {name} requires {needs}, which no WorkerPool offers now")

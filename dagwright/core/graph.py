@@ -7,12 +7,22 @@ naming the jobs involved, so a user can fix them all in one edit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dagwright.core.durations import parse_duration
-from dagwright.core.spec import Backoff, DAGExecutionSpec, EnvVar, JobSpec, Resources
+from dagwright.core.placement import Pool, eligible, fits, policy_of
+from dagwright.core.podspec import EnvVar, PodSettings, merge
+from dagwright.core.policy import DEFAULT_POLICY, JobPolicy, reserved, violations
+from dagwright.core.spec import (
+    Backoff,
+    DAGExecutionSpec,
+    JobSettings,
+    JobSpec,
+    JobTemplateSpec,
+    Resources,
+)
 from dagwright.errors import InvalidDag
 
 DEFAULT_RETRIES = 3
@@ -31,7 +41,6 @@ class Job:
     image: str
     command: tuple[str, ...] | None
     args: tuple[str, ...] | None
-    env: tuple[EnvVar, ...]
     requires: frozenset[str]
     resources: Resources | None
     retries: int
@@ -40,7 +49,17 @@ class Job:
     start_timeout_seconds: float | None  # None: the operator's default
     priority: int
     config: Mapping[str, Any] | None
-    annotations: Mapping[str, str]
+    # Pod settings of the job, its template and the execution's defaults,
+    # merged (the pool's are added when it is placed).
+    pod: PodSettings = field(default_factory=PodSettings)
+
+    @property
+    def env(self) -> tuple[EnvVar, ...]:
+        return tuple(self.pod.env or ())
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.pod.annotations or {}
 
 
 @dataclass(frozen=True)
@@ -104,9 +123,19 @@ def _topological(specs: Mapping[str, JobSpec]) -> list[str]:
     return order
 
 
-def build_dag(spec: DAGExecutionSpec, capabilities: set[str] | None = None) -> Dag:
-    """Check the graph and resolve every job. ``capabilities``: what the worker
-    pools offer; None skips that check (no pool information yet)."""
+def build_dag(
+    spec: DAGExecutionSpec,
+    pools: Sequence[Pool] | None = None,
+    templates: Mapping[str, JobTemplateSpec] | None = None,
+    policy: JobPolicy = DEFAULT_POLICY,
+) -> Dag:
+    """Check the graph and resolve every job.
+
+    ``pools``: the WorkerPools there are (None: unknown, skip the checks
+    that need them): every job must be able to run in one, under its policy
+    (``policy``: the install-wide one, for pools without their own).
+    ``templates``: the JobTemplates by name (None: unknown, a job that names
+    a type needs no image of its own)."""
     problems: list[str] = []
     specs: dict[str, JobSpec] = {}
     for job in spec.jobs:
@@ -114,6 +143,9 @@ def build_dag(spec: DAGExecutionSpec, capabilities: set[str] | None = None) -> D
             problems.append(f"job {job.name!r} is defined more than once")
         specs[job.name] = job
 
+    defaults = spec.defaults
+    jobs: dict[str, Job] = {}
+    checked: dict[tuple[int, int, frozenset[str]], list[str]] = {}
     for job in spec.jobs:
         if job.name in job.depends_on:
             problems.append(f"job {job.name!r} depends on itself")
@@ -122,15 +154,27 @@ def build_dag(spec: DAGExecutionSpec, capabilities: set[str] | None = None) -> D
             problems.append(
                 f"job {job.name!r} depends on unknown job(s) {', '.join(map(repr, unknown))}"
             )
-        if not (job.image or spec.defaults.image):
-            problems.append(f"job {job.name!r} has no image (set jobs[].image or defaults.image)")
-        requires = job.requires if job.requires is not None else (spec.defaults.requires or [])
-        if capabilities is not None:
-            missing = sorted(set(requires) - capabilities)
-            if missing:
+        template = templates.get(job.type) if templates is not None and job.type else None
+        image = job.image or (template.image if template else None) or defaults.image
+        if not image and (templates is not None or not job.type):
+            if job.type and templates is not None:
                 problems.append(
-                    f"job {job.name!r} requires {', '.join(missing)}, which no WorkerPool offers"
+                    f"job {job.name!r} has no image and its type {job.type!r} has no "
+                    "JobTemplate (create one named so, or set jobs[].image or defaults.image)"
                 )
+            else:
+                problems.append(
+                    f"job {job.name!r} has no image (set jobs[].image or defaults.image)"
+                )
+        resolved = _resolve(job, template, defaults, spec.priority, image or "")
+        found = [f": {why}" for why in reserved(resolved.pod)]
+        if pools is not None:
+            key = (id(resolved.pod), id(resolved.resources), resolved.requires)
+            if key not in checked:
+                checked[key] = _placeable(resolved, pools, policy)
+            found += checked[key]
+        problems += [f"job {job.name!r}{why}" for why in found]
+        jobs[job.name] = resolved
 
     edges = {name: [d for d in job.depends_on if d != name] for name, job in specs.items()}
     cycle = find_cycle(edges)
@@ -139,36 +183,97 @@ def build_dag(spec: DAGExecutionSpec, capabilities: set[str] | None = None) -> D
     if problems:
         raise InvalidDag(problems)
 
-    defaults = spec.defaults
-    jobs: dict[str, Job] = {}
-    for index, name in enumerate(_topological(specs)):
-        job = specs[name]
-        jobs[name] = Job(
-            name=name,
-            index=index,
-            type=job.type or "generic",
-            depends_on=tuple(job.depends_on),
-            image=job.image or defaults.image or "",
-            command=tuple(job.command) if job.command is not None else None,
-            args=tuple(job.args) if job.args is not None else None,
-            env=tuple((defaults.env or []) + (job.env or [])),
-            requires=frozenset(
-                job.requires if job.requires is not None else (defaults.requires or [])
-            ),
-            resources=job.resources or defaults.resources,
-            retries=_first(job.retries, defaults.retries, DEFAULT_RETRIES),
-            backoff=job.backoff or defaults.backoff or DEFAULT_BACKOFF,
-            timeout_seconds=parse_duration(job.timeout or defaults.timeout or DEFAULT_TIMEOUT),
-            start_timeout_seconds=_seconds(job.start_timeout or defaults.start_timeout),
-            priority=job.priority if job.priority is not None else spec.priority,
-            config=job.config,
-            annotations={**(defaults.annotations or {}), **(job.annotations or {})},
-        )
-    children: dict[str, list[str]] = {name: [] for name in jobs}
-    for job_ in jobs.values():
+    ordered = {
+        name: replace(jobs[name], index=index) for index, name in enumerate(_topological(specs))
+    }
+    children: dict[str, list[str]] = {name: [] for name in ordered}
+    for job_ in ordered.values():
         for parent in job_.depends_on:
             children[parent].append(job_.name)
-    return Dag(jobs=jobs, children={k: tuple(v) for k, v in children.items()})
+    return Dag(jobs=ordered, children={k: tuple(v) for k, v in children.items()})
+
+
+def _placeable(job: Job, pools: Sequence[Pool], default: JobPolicy) -> list[str]:
+    """Why no pool can take ``job`` (empty: one can), each after ``job 'x'``."""
+    covering = eligible(job.requires, pools)
+    if not covering:
+        if not job.requires:  # runs outside any pool
+            return [f": {why}" for why in violations(job.pod, resources_of(job), default)]
+        offered = {c for pool in pools for c in pool.spec.capabilities}
+        missing = sorted(job.requires - offered)
+        if missing:
+            return [f" requires {', '.join(missing)}, which no WorkerPool offers"]
+        return [
+            f" requires {', '.join(sorted(job.requires))}, which no one WorkerPool offers together"
+        ]
+    resources = resources_of(job)
+    best: list[str] = []
+    for pool in sorted(covering, key=lambda p: (fits(job.requires, p), p.name)):
+        found = violations(job.pod, resources, policy_of(pool, default))
+        if not found:
+            return []
+        best = best or [f": {why} in WorkerPool {pool.name}" for why in found]
+    return best
+
+
+def resources_of(job: Job) -> dict[str, dict[str, str]]:
+    return job.resources.model_dump() if job.resources else {}
+
+
+def merge_resources(*layers: Resources | None) -> Resources | None:
+    """Requests and limits by resource name, a later layer's winning."""
+    present = [layer for layer in layers if layer is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    for layer in present:
+        requests.update(layer.requests)
+        limits.update(layer.limits)
+    return Resources(requests=requests, limits=limits)
+
+
+def _resolve(
+    job: JobSpec,
+    template: JobTemplateSpec | None,
+    defaults: JobSettings,
+    priority: int,
+    image: str,
+) -> Job:
+    """The job with its template's and the execution's defaults applied
+    (``index`` is set once the order is known)."""
+    layers = (defaults, template, job) if template is not None else (defaults, job)
+
+    def last(name: str) -> Any:
+        for layer in reversed(layers):
+            value = getattr(layer, name)
+            if value is not None:
+                return value
+        return None
+
+    requires = last("requires")
+    return Job(
+        name=job.name,
+        index=0,
+        type=job.type or "generic",
+        depends_on=tuple(job.depends_on),
+        image=image,
+        command=_tuple(last("command")),
+        args=_tuple(last("args")),
+        requires=frozenset(requires or ()),
+        resources=merge_resources(*(layer.resources for layer in layers)),
+        retries=_first(last("retries"), DEFAULT_RETRIES),
+        backoff=last("backoff") or DEFAULT_BACKOFF,
+        timeout_seconds=parse_duration(last("timeout") or DEFAULT_TIMEOUT),
+        start_timeout_seconds=_seconds(last("start_timeout")),
+        priority=job.priority if job.priority is not None else priority,
+        config=job.config,
+        pod=merge(*layers),
+    )
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
 
 
 def _first(*values: int | None) -> int:

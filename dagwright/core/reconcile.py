@@ -72,6 +72,16 @@ Action = StartPod | DeletePod | Emit
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why the API server (or the pool's policy) refused an attempt's pod."""
+
+    reason: str
+    # The same pod would be refused again (admission, policy): the job fails
+    # now instead of retrying into the same answer.
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class Snapshot:
     dag: Dag
     jobs: Mapping[str, JobState]
@@ -92,7 +102,7 @@ class Snapshot:
     heartbeat_timeout: float = 90.0
     # Attempts whose pod the API server refused to create (not a conflict or
     # a throttle), with its reason: failed attempts, not pods still coming.
-    refused: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    refused: Mapping[tuple[str, int], Refusal] = field(default_factory=dict)
     # Longest a pod may take to start running, unless its job says otherwise.
     start_timeout: float = 600.0
     # Jobs whose outcome is durable outside Redis and pods (the status
@@ -204,12 +214,18 @@ def _alive(snap: Snapshot, name: str, state: JobState) -> bool:
 
 
 def _fail_attempt(
-    snap: Snapshot, plan: Plan, job: Job, state: JobState, why: str, exit_code: int | None
+    snap: Snapshot,
+    plan: Plan,
+    job: Job,
+    state: JobState,
+    why: str,
+    exit_code: int | None,
+    final: bool = False,
 ) -> None:
     failures = state.failures + 1
     label = f"job {job.name} attempt {state.attempt}"
     # Stop/Terminate: a failed attempt is not retried, that would start something new.
-    if failures > job.retries or snap.shutdown is not None:
+    if failures > job.retries or snap.shutdown is not None or final:
         message = (
             f"{why}; no retries left ({job.retries} allowed)" if failures > job.retries else why
         )
@@ -289,7 +305,7 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
     if pod is None:
         refused = snap.refused.get((job.name, state.attempt))
         if refused is not None and state.phase is JobPhase.STARTING:
-            _fail_attempt(snap, plan, job, state, refused, None)
+            _fail_attempt(snap, plan, job, state, refused.reason, None, final=refused.final)
             return
         if state.phase is JobPhase.RUNNING:
             _fail_attempt(snap, plan, job, state, "pod deleted while running", None)

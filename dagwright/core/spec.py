@@ -13,8 +13,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -22,9 +20,10 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from dagwright.core.durations import DURATION_PATTERN, parse_duration
+from dagwright.core.podspec import Model, PodSettings, Toleration
+from dagwright.core.policy import JobPolicy
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_JOBS = 10_000
@@ -43,15 +42,6 @@ ResourceName = Annotated[
 ]
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
-
-
 class Backoff(Model):
     """Delay before retry n (n = 1, 2, ...): ``initial * factor**(n-1)``, at most ``max``."""
 
@@ -67,11 +57,6 @@ class Backoff(Model):
         return float(min(initial * self.factor ** min(exponent, 64), cap))
 
 
-class EnvVar(Model):
-    name: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253)]
-    value: Annotated[str, StringConstraints(max_length=32_768)] = ""
-
-
 class Resources(Model):
     """Container resource requests and limits, e.g. ``{"nvidia.com/gpu": "1"}``."""
 
@@ -84,8 +69,9 @@ class Shutdown(StrEnum):
     TERMINATE = "Terminate"  # also delete running pods
 
 
-class JobSettings(Model):
-    """Settings a job may give itself or inherit from ``spec.defaults``."""
+class JobSettings(PodSettings):
+    """Settings a job may give itself or inherit from ``spec.defaults`` or
+    its JobTemplate."""
 
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
         None, description="Container image of the job."
@@ -94,6 +80,12 @@ class JobSettings(Model):
         None,
         max_length=16,
         description="Capabilities a worker pool must offer (cpu, gpu, high-memory, ssd, network, or custom).",
+    )
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
+        None, max_length=64, description="The container's command (default: the image's)."
+    )
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
+        None, max_length=256
     )
     resources: Resources | None = None
     retries: StrictInt | None = Field(
@@ -105,10 +97,6 @@ class JobSettings(Model):
         None,
         description="Longest an attempt's pod may take to start running (unschedulable, "
         "pulling its image...) before the attempt fails (default: the operator's, 10m).",
-    )
-    env: list[EnvVar] | None = Field(None, max_length=128)
-    annotations: dict[str, Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
-        None, max_length=32, description="Extra annotations for the job's pods."
     )
 
     @field_validator("timeout", "start_timeout")
@@ -131,12 +119,6 @@ class JobSpec(JobSettings):
         max_length=MAX_DEPENDENCIES,
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Jobs that must succeed before this one starts.",
-    )
-    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
-        None, max_length=64
-    )
-    args: list[Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
-        None, max_length=256
     )
     priority: Priority | None = Field(
         None, description="Overrides the DAG's priority for this job."
@@ -184,17 +166,6 @@ class DAGExecutionSpec(Model):
     )
 
 
-class Toleration(Model):
-    key: Annotated[str, StringConstraints(max_length=316)] | None = None
-    operator: Annotated[str, StringConstraints(pattern=r"^(Exists|Equal)$")] | None = None
-    value: Annotated[str, StringConstraints(max_length=63)] | None = None
-    effect: (
-        Annotated[str, StringConstraints(pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$")]
-        | None
-    ) = None
-    toleration_seconds: StrictInt | None = None
-
-
 class ScaleTargetRef(Model):
     """Any object with a /scale subresource (a Cluster API MachineDeployment, say)."""
 
@@ -240,7 +211,24 @@ class WorkerPoolSpec(Model):
         "waits until the old pod is gone or the node object is deleted.",
     )
     resources: Resources | None = Field(
-        None, description="Default resources of jobs placed in this pool."
+        None,
+        description="Default resources of every job placed in this pool (a job's own "
+        "resources override them by name).",
+    )
+    capability_resources: dict[Capability, Resources] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Resources a job placed in this pool receives for each capability it "
+        "requires, e.g. gpu: {limits: {nvidia.com/gpu: 1}}: a cpu job placed here gets no GPU.",
+    )
+    job_defaults: PodSettings | None = Field(
+        None,
+        description="Pod settings of every job placed in this pool (volumes, env, "
+        "tolerations...), below the execution's defaults, the job's template and the job.",
+    )
+    policy: JobPolicy | None = Field(
+        None,
+        description="What jobs placed in this pool may use; unset: the install-wide policy.",
     )
     replicas: StrictInt | None = Field(
         None,
@@ -259,3 +247,10 @@ class WorkerPoolSpec(Model):
             "message.",
         )
     )
+
+
+class JobTemplateSpec(JobSettings):
+    """A job type: the settings of every job whose ``type`` is this
+    template's name, below the job's own (``image``, ``command``...)."""
+
+    description: Annotated[str, StringConstraints(max_length=1024)] | None = None

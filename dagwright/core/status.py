@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 
 from dagwright.core import record as job_record
-from dagwright.core.spec import Model
+from dagwright.core.podspec import Model
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState
 
 # Per-job detail is kept in the status only up to this many jobs: etcd refuses

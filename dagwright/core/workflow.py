@@ -32,8 +32,6 @@ class ExecuteJob(JobSettings):
     type: Annotated[str, StringConstraints(max_length=63)] | None = None
     depends_on: list[DnsLabel] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     config: dict[str, Any] | None = None
-    command: list[str] | None = None
-    args: list[str] | None = None
     priority: Priority | None = None
 
 

@@ -13,7 +13,10 @@ from typing import Any, cast
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
 
+from dagwright.core.placement import Pool
+from dagwright.core.spec import JobTemplateSpec, WorkerPoolSpec
 from dagwright.errors import NameTaken
 from dagwright.kube.client import merge_patch, raise_for_status, send
 from dagwright.names import (
@@ -23,6 +26,7 @@ from dagwright.names import (
     OWNER_ANNOTATION,
     OWNER_EPOCH_ANNOTATION,
     POOLS,
+    TEMPLATES,
     VERSION,
     PodEnv,
 )
@@ -46,6 +50,39 @@ def identity(pod: Mapping[str, Any]) -> tuple[str, int, str | None] | None:
 
 
 _DIGITS = re.compile(r"^[0-9]{1,6}$")
+
+
+async def list_pools(objects: client.CustomObjectsApi) -> list[Pool]:
+    """The valid WorkerPools (an invalid one is skipped, as the operator does)."""
+    listing = await objects.list_cluster_custom_object(GROUP, VERSION, POOLS)
+    pools = []
+    for item in listing.get("items") or []:
+        try:
+            spec = WorkerPoolSpec.model_validate(item.get("spec") or {})
+        except ValidationError:
+            continue
+        pools.append(Pool(item["metadata"]["name"], spec))
+    return pools
+
+
+async def list_templates(
+    objects: client.CustomObjectsApi, namespace: str, shared: str | None
+) -> dict[str, JobTemplateSpec]:
+    """The JobTemplates jobs in ``namespace`` see, by name: the install's
+    (``shared``), then the namespace's own, which win."""
+    found: dict[str, JobTemplateSpec] = {}
+    for where in dict.fromkeys([shared, namespace]):
+        if not where:
+            continue
+        listing = await objects.list_namespaced_custom_object(GROUP, VERSION, where, TEMPLATES)
+        for item in listing.get("items") or []:
+            try:
+                found[item["metadata"]["name"]] = JobTemplateSpec.model_validate(
+                    item.get("spec") or {}
+                )
+            except ValidationError:
+                continue
+    return found
 
 
 def controller_uid(meta: Mapping[str, Any]) -> str | None:

@@ -36,7 +36,15 @@ class Admitter:
         loads = {p.name: view.load(p) for p in pools}
         reported = view.reported()
         admission = plan_admission(
-            self.uid, dag, plan.wants, plan.jobs, pools, members, loads, time.time()
+            self.uid,
+            dag,
+            plan.wants,
+            plan.jobs,
+            pools,
+            members,
+            loads,
+            time.time(),
+            self.ctx.settings.job_policy,
         )
         # A refusal holds for the rest of the pass: we ask in the queue's own
         # order, so once a job of ours is refused in a pool, ours after it are

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagwright.core.placement import Pool
+from dagwright.core.spec import JobTemplateSpec
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class ClusterView:
 
     def __init__(self, running: Mapping[str, Collection[Any]]) -> None:
         self._pools: Mapping[Any, Iterable[Pool]] = {}
+        self._templates: Mapping[tuple[str, str], Iterable[JobTemplateSpec]] = {}
+        self._pod_security: Mapping[str, Iterable[str]] = {}
         self._nodes: Mapping[Any, Iterable[NodeInfo]] = {}
         self._running = running  # pool -> its unfinished pods (the pod informer's)
         self._missing_since: dict[str, float] = {}
@@ -82,9 +85,29 @@ class ClusterView:
         return any(w.silent and name not in before for name, w in fresh.items())
 
     def bind(
-        self, pools: Mapping[Any, Iterable[Pool]], nodes: Mapping[Any, Iterable[NodeInfo]]
+        self,
+        pools: Mapping[Any, Iterable[Pool]],
+        nodes: Mapping[Any, Iterable[NodeInfo]],
+        templates: Mapping[tuple[str, str], Iterable[JobTemplateSpec]],
+        pod_security: Mapping[str, Iterable[str]],
     ) -> None:
-        self._pools, self._nodes = pools, nodes
+        self._pools, self._nodes, self._templates = pools, nodes, templates
+        self._pod_security = pod_security
+
+    def restricted(self, namespace: str) -> bool:
+        """Does the namespace enforce the `restricted` Pod Security level?"""
+        return "restricted" in self._pod_security.get(namespace, ())
+
+    def templates(self, namespace: str, shared: str | None) -> dict[str, JobTemplateSpec]:
+        """The JobTemplates jobs in ``namespace`` see, by name: the
+        install's (``shared``), then the namespace's own, which win."""
+        found: dict[str, JobTemplateSpec] = {}
+        for where in dict.fromkeys([shared, namespace]):
+            for (space, name), specs in self._templates.items():
+                if space == where:
+                    for spec in specs:
+                        found[name] = spec
+        return found
 
     def pools(self) -> list[Pool]:
         return [pool for values in self._pools.values() for pool in values]

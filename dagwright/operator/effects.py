@@ -15,9 +15,16 @@ from typing import Any
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.core.graph import Dag, Job
-from dagwright.core.placement import Pool, choose_pool, forbidden_annotations
-from dagwright.core.reconcile import DeletePod, Emit, Plan, StartPod
+from dagwright.core.graph import Dag, Job, merge_resources, resources_of
+from dagwright.core.placement import (
+    BASELINE,
+    Pool,
+    choose_pool,
+    forbidden_annotations,
+    policy_of,
+)
+from dagwright.core.policy import violations
+from dagwright.core.reconcile import DeletePod, Emit, Plan, Refusal, StartPod
 from dagwright.core.state import JobPhase, JobState, PodObservation
 from dagwright.errors import NameTaken
 from dagwright.kube.client import error_message
@@ -37,7 +44,7 @@ class Effects:
         self.ctx, self.owner, self.body, self.lease, self.wakeup = ctx, owner, body, lease, wakeup
         self.creating: dict[str, asyncio.Task[None]] = {}  # pod name -> its create
         # Attempts whose pod the API server refused, with its reason (the core fails them).
-        self.refused: dict[AttemptKey, str] = {}
+        self.refused: dict[AttemptKey, Refusal] = {}
 
     def cancel(self) -> None:
         for task in self.creating.values():
@@ -126,18 +133,49 @@ class Effects:
 
     def _placement(self, job: Job, action: StartPod, pools: Mapping[str, Pool]) -> Placement:
         pool = pools.get(action.pool) if action.pool else choose_pool(job.requires, pools.values())
+        # Pods of jobs that name no user run as non-root where root is not
+        # allowed: by the pool's policy, or by the namespace's Pod Security.
+        restricted = self.ctx.view.restricted(self.owner.namespace)
         if pool is None:
-            return Placement(avoid=action.avoid, node=action.node)
+            return Placement(
+                avoid=action.avoid,
+                node=action.node,
+                non_root=restricted or not self.ctx.settings.job_policy.allow_root,
+            )
+        spec = pool.spec
+        # The pool's resources for every job, then for each capability this
+        # one requires (a cpu job placed in a gpu pool gets no GPU).
+        per_capability = [
+            spec.capability_resources.get(c) for c in sorted(job.requires or BASELINE)
+        ]
         return Placement(
             pool=pool.name,
-            node_selector=tuple(sorted(pool.spec.node_selector.items())),
-            tolerations=tuple(pool.spec.tolerations),
-            resources=pool.spec.resources.model_dump(exclude_defaults=True)
-            if pool.spec.resources
-            else None,
+            node_selector=tuple(sorted(spec.node_selector.items())),
+            tolerations=tuple(spec.tolerations),
+            resources=merge_resources(spec.resources, *per_capability),
             avoid=action.avoid,
             node=action.node,
+            defaults=spec.job_defaults,
+            non_root=restricted or not policy_of(pool, self.ctx.settings.job_policy).allow_root,
         )
+
+    def _forbidden(self, job: Job, pool: Pool | None) -> str | None:
+        """Why the pool (as it is now: it may have changed since the
+        execution was validated) does not take this job's pod, or None."""
+        forbidden = forbidden_annotations(job.annotations, pool)
+        if forbidden:
+            where = f"WorkerPool {pool.name}" if pool is not None else "a job outside any pool"
+            return (
+                f"annotation {', '.join(forbidden)} is Kubernetes' own and {where} does not "
+                "allow it (WorkerPool spec.allowedAnnotations)"
+            )
+        default = self.ctx.settings.job_policy
+        policy = policy_of(pool, default) if pool is not None else default
+        found = violations(job.pod, resources_of(job), policy)
+        if found:
+            where = f"WorkerPool {pool.name}'s policy" if pool is not None else "the policy"
+            return f"{where} does not allow {'; '.join(found)}"
+        return None
 
     async def _start(
         self,
@@ -156,15 +194,9 @@ class Effects:
         name = pod_name(self.owner, job.name, action.attempt)
         placement = self._placement(job, action, pools)
         pool = pools.get(placement.pool) if placement.pool else None
-        forbidden = forbidden_annotations(job.annotations, pool)
+        forbidden = self._forbidden(job, pool)
         if forbidden:
-            where = f"WorkerPool {pool.name}" if pool is not None else "a job outside any pool"
-            self._refuse(
-                job.name,
-                action.attempt,
-                f"annotation {', '.join(forbidden)} is Kubernetes' own and {where} does not "
-                "allow it (WorkerPool spec.allowedAnnotations)",
-            )
+            self._refuse(job.name, action.attempt, forbidden, final=True)
             self.wakeup.set()
             return
         try:
@@ -184,8 +216,9 @@ class Effects:
             self._refuse(job.name, action.attempt, str(exc))
         except ApiException as exc:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
-                why = f"the API server refused pod {name}: {error_message(exc)}"
-                self._refuse(job.name, action.attempt, why)
+                message = error_message(exc)
+                why = f"the API server refused pod {name}: {message}"
+                self._refuse(job.name, action.attempt, why, final=_final(exc.status, message))
             else:
                 log.warning("creating pod %s/%s failed: %s", self.owner.namespace, name, exc.reason)
         except OSError as exc:
@@ -195,8 +228,8 @@ class Effects:
         finally:
             self.wakeup.set()  # so the next pass sees the create's outcome
 
-    def _refuse(self, job: str, attempt: int, why: str) -> None:
-        self.refused[(job, attempt)] = why
+    def _refuse(self, job: str, attempt: int, why: str, final: bool = False) -> None:
+        self.refused[(job, attempt)] = Refusal(why, final)
         kopf.event(self.body, type="Warning", reason="PodCreateFailed", message=why[:1000])
 
     async def _create(self, manifest: dict[str, Any], state: JobState) -> None:
@@ -209,3 +242,12 @@ class Effects:
             metrics.JOBS_STARTED.inc()
             if state.ready_at is not None and state.attempt == 1:
                 metrics.SCHEDULING_LATENCY.observe(max(time.time() - state.ready_at, 0.0))
+
+
+def _final(status: int, message: str) -> bool:
+    """Would the same pod be refused again? A 403 is admission (Pod Security,
+    a webhook, a policy) or RBAC, and answers the same next time, except a
+    ResourceQuota's, which frees up as other pods end. Other refusals (an
+    invalid value, say) are retried: the next attempt may be placed where
+    the pool's defaults differ."""
+    return status == 403 and "exceeded quota" not in message

@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from redis.exceptions import AuthenticationError, RedisError
 
 from dagwright.core.placement import Pool
-from dagwright.core.spec import WorkerPoolSpec
+from dagwright.core.spec import JobTemplateSpec, WorkerPoolSpec
 from dagwright.kube.client import new_api_client
 from dagwright.kube.objects import Kube
-from dagwright.names import GROUP, POD_SELECTOR, VERSION
+from dagwright.names import GROUP, POD_SECURITY_LABEL, POD_SELECTOR, TEMPLATES, VERSION
 from dagwright.operator import metrics
 from dagwright.operator.cluster import ClusterView, NodeInfo
 from dagwright.operator.context import Context
@@ -212,10 +212,38 @@ async def pool_status(
 ) -> None:
     """Status, desired nodes and scaling of one WorkerPool."""
     ctx: Context = memo.ctx
-    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"])
+    ctx.view.bind(
+        kwargs["workerpools"], kwargs["nodes"], kwargs["jobtemplates"], kwargs["pod_security"]
+    )
     parsed = pool_spec(dict(spec))
     if parsed is not None:
         await memo.pools.reconcile(name, uid, parsed, dict(status))
+
+
+@kopf.index(GROUP, VERSION, TEMPLATES)
+async def jobtemplates(
+    name: str, namespace: str | None, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], JobTemplateSpec] | None:
+    try:
+        return {(namespace or "", name): JobTemplateSpec.model_validate(dict(spec))}
+    except ValidationError as exc:
+        log.warning("ignoring invalid JobTemplate %s/%s: %s", namespace, name, exc)
+        return None
+
+
+@kopf.index("", "v1", "namespaces")
+async def pod_security(name: str, labels: kopf.Labels, **_: Any) -> dict[str, str] | None:
+    """Each namespace's enforced Pod Security level, where one is set: in a
+    `restricted` namespace, pods of jobs that name no user get runAsNonRoot
+    (without it, admission would refuse every one of them)."""
+    level = labels.get(POD_SECURITY_LABEL)
+    return {name: level} if level else None
+
+
+@kopf.on.event(GROUP, VERSION, TEMPLATES)
+async def template_changed(memo: Any, **_: Any) -> None:
+    """An execution may be waiting for its job type's template."""
+    memo.ctx.wake_waiting()
 
 
 @kopf.index("", "v1", "nodes")
@@ -274,7 +302,9 @@ async def run_execution(
     ctx: Context = memo.ctx
     # kopf passes each index as a keyword named after its function; they are
     # live views, so binding them once serves every runner.
-    ctx.view.bind(kwargs["workerpools"], kwargs["nodes"])
+    ctx.view.bind(
+        kwargs["workerpools"], kwargs["nodes"], kwargs["jobtemplates"], kwargs["pod_security"]
+    )
     await ctx.pods.synced.wait()  # no pass before every existing pod is known
     await ctx.settled.wait()  # nor before the live peers are
     runner = ExecutionRunner(ctx, body, pods=lambda: ctx.pods.pods_of(uid))

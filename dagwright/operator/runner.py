@@ -21,9 +21,6 @@ from redis.exceptions import RedisError
 
 from dagwright.core import record
 from dagwright.core.graph import Dag, build_dag
-from dagwright.core.placement import (
-    capabilities,
-)
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import (
     DeletePod,
@@ -41,13 +38,17 @@ from dagwright.operator.context import Context, failpoint
 from dagwright.operator.effects import Effects
 from dagwright.operator.informer import AttemptKey, ExecutionPods
 from dagwright.operator.lease import Lease
-from dagwright.operator.pods import Owner
+from dagwright.operator.pods import Owner, parse_time
 from dagwright.operator.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 _FINISHED = {p.value for p in ExecutionPhase if p.terminal}
 
+
+# A job type's JobTemplate applied with the execution (one `kubectl apply -f`
+# of a directory) may reach the template watch later: wait this long for it.
+TEMPLATE_GRACE_SECONDS = 10.0
 
 # Passes are spaced by a multiple of their compute time (settings), up to this.
 MAX_PASS_SPACING = 0.5
@@ -191,27 +192,43 @@ class ExecutionRunner:
 
     # --- one reconcile pass ---------------------------------------------
 
-    def _load_dag(self) -> Dag | str:
+    def _load_dag(self) -> Dag | str | None:
+        """The execution's DAG; a string: why it is invalid; None: not yet
+        known (a job type's JobTemplate, applied with it, not seen yet)."""
         generation = self.body["metadata"].get("generation")
         if self.dag is not None and generation == self.generation:
             return self.dag
+        settings = self.ctx.settings
+        templates = self.view.templates(self.owner.namespace, settings.template_namespace)
         try:
             spec = DAGExecutionSpec.model_validate(_plain(self.body["spec"]))
-            dag = build_dag(spec, capabilities(self.view.pools()))
+            dag = build_dag(spec, self.view.pools(), templates, settings.job_policy)
         except ValidationError as exc:
             return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         except InvalidDag as exc:
+            if self._young() and any(
+                job.type and job.type not in templates and not job.image for job in spec.jobs
+            ):
+                return None
             return str(exc)
         self.dag, self.spec, self.generation = dag, spec, generation
         # Jobs that require capabilities run only in pools: with none left, they wait.
         self.needs_pools = any(job.requires for job in dag.jobs.values())
         return dag
 
+    def _young(self) -> bool:
+        """Created so recently that objects applied with it may not have
+        reached our watches yet."""
+        created = parse_time(self.body["metadata"].get("creationTimestamp"))
+        return created is not None and time.time() - created < TEMPLATE_GRACE_SECONDS
+
     async def step(self) -> tuple[bool, float | None]:
         """Returns (finished, wake_at)."""
         epoch = self.lease.epoch
         assert epoch is not None
         dag = self._load_dag()
+        if dag is None:
+            return False, time.time() + 1.0
         if isinstance(dag, str):
             await self._invalid(dag)
             return True, None

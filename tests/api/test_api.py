@@ -102,8 +102,15 @@ async def test_bad_bodies_get_a_clear_4xx(
     assert "Traceback" not in response.text
 
 
-async def test_unknown_ids_conflicts_and_oversized_bodies(api: httpx.AsyncClient) -> None:
+async def test_unknown_ids_conflicts_and_oversized_bodies(
+    api: httpx.AsyncClient, pools: Pools
+) -> None:
     assert (await api.get(f"{P}/execute/nope", headers=AUTH)).status_code == 404
+    body = request([{"id": "a", "requires": ["quantum"]}], executionId="no-pool")
+    refused = await api.post(f"{P}/execute", json=body, headers=AUTH)
+    assert refused.status_code == 422  # checked as the operator will: no pool offers it
+    assert "requires quantum, which no WorkerPool offers" in refused.text
+    await pools.create(["cpu"])
     body = request([{"id": "a"}], executionId="fixed-id")
     assert (await api.post(f"{P}/execute", json=body, headers=AUTH)).status_code == 201
     again = await api.post(f"{P}/execute", json=body, headers=AUTH)
@@ -246,9 +253,11 @@ async def test_kubernetes_tokens_are_reviewed_and_namespaces_enforced(
     kube: client.ApiClient,
     namespace: str,
     redis_server: RedisServer,
+    pools: Pools,
 ) -> None:
     """A ServiceAccount token works as with kubectl: authenticated by TokenReview,
     allowed per namespace by SubjectAccessReview."""
+    await pools.create(["cpu"])
     await core.create_namespaced_service_account(namespace, {"metadata": {"name": "alice"}})
     issued = await core.create_namespaced_service_account_token(
         "alice", namespace, {"spec": {"expirationSeconds": 600}}
@@ -449,8 +458,9 @@ async def test_redis_trouble_is_a_503_that_does_not_say_where_redis_is(
 
 
 async def test_an_execution_too_large_to_store_is_a_413(
-    kube: client.ApiClient, redis_server: RedisServer, namespace: str
+    kube: client.ApiClient, redis_server: RedisServer, namespace: str, pools: Pools
 ) -> None:
+    await pools.create(["cpu"])
     app = limited_app(kube, redis_server.url, namespace, rate_burst=100)
     body = request([{"id": "a", "config": {"blob": "x" * 2_500_000}}])
     async with (

@@ -9,6 +9,18 @@ from pathlib import Path
 import yaml
 
 
+def run_file(tmp_path: Path, manifest: Path) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "dagwright.cli", "run", str(manifest), "--local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
 def run_local(tmp_path: Path, spec: dict[str, object]) -> tuple[int, str]:
     manifest = tmp_path / "dag.yaml"
     manifest.write_text(
@@ -21,15 +33,7 @@ def run_local(tmp_path: Path, spec: dict[str, object]) -> tuple[int, str]:
             }
         )
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "dagwright.cli", "run", str(manifest), "--local"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
-    return done.returncode, done.stdout + done.stderr
+    return run_file(tmp_path, manifest)
 
 
 def test_dependencies_retries_and_config(tmp_path: Path) -> None:
@@ -102,3 +106,10 @@ def test_a_job_without_a_command_is_refused_up_front(tmp_path: Path) -> None:
     code, out = run_local(tmp_path, {"jobs": [{"name": "nothing"}]})
     assert code == 2
     assert "job 'nothing' has no command or args to run locally" in out
+
+
+def test_the_shipped_local_example_runs(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "local-pipeline.yaml"
+    code, out = run_file(tmp_path, example)
+    assert code == 0, out
+    assert "Succeeded" in out

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from dagwright.core.durations import parse_duration
 from dagwright.core.graph import build_dag, find_cycle
-from dagwright.core.spec import Backoff, DAGExecutionSpec
+from dagwright.core.placement import Pool
+from dagwright.core.spec import Backoff, DAGExecutionSpec, WorkerPoolSpec
 from dagwright.errors import InvalidDag
 
 
@@ -51,7 +52,10 @@ def test_every_problem_is_reported_at_once() -> None:
                     ]
                 }
             ),
-            capabilities={"cpu", "gpu"},
+            [
+                Pool("cpu", WorkerPoolSpec(capabilities=["cpu"], node_selector={"a": "b"})),
+                Pool("gpu", WorkerPoolSpec(capabilities=["gpu"], node_selector={"a": "c"})),
+            ],
         )
     problems = caught.value.problems
     assert "job 'a' depends on itself" in problems

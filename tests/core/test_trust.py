@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from dagwright.core import record
 from dagwright.core.rebuild import rebuild
-from dagwright.core.reconcile import DeletePod, Snapshot, StartPod, collect_pods, reconcile
+from dagwright.core.reconcile import (
+    DeletePod,
+    Refusal,
+    Snapshot,
+    StartPod,
+    collect_pods,
+    reconcile,
+)
 from dagwright.core.spec import PodGCStrategy
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
 from tests.core.test_reconcile import World, make_dag
@@ -54,7 +61,7 @@ def test_a_refused_create_fails_the_attempt_and_says_why() -> None:
     dag = make_dag({"a": []}, retries=1)
     why = "the API server refused pod a: Invalid value: must be less than or equal to cpu limit"
     state = reconcile(Snapshot(dag, {}, {}, 1000.0, 10)).jobs
-    plan = reconcile(Snapshot(dag, state, {}, 1000.1, 10, refused={("a", 1): why}))
+    plan = reconcile(Snapshot(dag, state, {}, 1000.1, 10, refused={("a", 1): Refusal(why)}))
     assert plan.jobs["a"].phase is JobPhase.BACKOFF
     assert plan.jobs["a"].failures == 1
     assert why in plan.jobs["a"].message
@@ -62,7 +69,7 @@ def test_a_refused_create_fails_the_attempt_and_says_why() -> None:
     now = plan.jobs["a"].not_before
     plan = reconcile(Snapshot(dag, plan.jobs, {}, now, 10))
     assert StartPod("a", 2) in plan.actions
-    plan = reconcile(Snapshot(dag, plan.jobs, {}, now + 0.1, 10, refused={("a", 2): why}))
+    plan = reconcile(Snapshot(dag, plan.jobs, {}, now + 0.1, 10, refused={("a", 2): Refusal(why)}))
     assert plan.jobs["a"].phase is JobPhase.FAILED
     assert plan.phase is ExecutionPhase.FAILED
     assert why in plan.message
@@ -140,3 +147,16 @@ def test_kubernetes_own_annotations_pass_only_where_a_pool_allows_them() -> None
     assert forbidden_annotations(keys, lenient) == sorted(keys[1:3])
     # Look-alike domains are not Kubernetes' own.
     assert forbidden_annotations(["notkubernetes.io/x", "dagwright.io/display-name"], None) == []
+
+
+def test_a_create_admission_refuses_fails_the_job_at_once() -> None:
+    """The same pod would be refused again (Pod Security, a policy): no retry
+    loop, the job fails with the API server's sentence."""
+    dag = make_dag({"a": []}, retries=3)
+    why = 'the API server refused pod a: violates PodSecurity "restricted:latest"'
+    state = reconcile(Snapshot(dag, {}, {}, 1000.0, 10)).jobs
+    plan = reconcile(Snapshot(dag, state, {}, 1000.1, 10, refused={("a", 1): Refusal(why, True)}))
+    assert plan.jobs["a"].phase is JobPhase.FAILED
+    assert plan.jobs["a"].failures == 1
+    assert plan.phase is ExecutionPhase.FAILED
+    assert why in plan.message

@@ -22,7 +22,7 @@ POOL = Pool(
 def view(*names: str) -> ClusterView:
     cluster = ClusterView({})
     nodes = [NodeInfo(name, LABELS, ready=True) for name in names]
-    cluster.bind({None: [POOL]}, {None: nodes})
+    cluster.bind({None: [POOL]}, {None: nodes}, {}, {})
     return cluster
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dagwright.core.graph import build_dag
-from dagwright.core.spec import DAGExecutionSpec
+from dagwright.core.podspec import PodSettings
+from dagwright.core.spec import DAGExecutionSpec, Resources
 from dagwright.operator.pods import Owner, Placement, build_pod, repository
 
 WORKER = "ghcr.io/dagwright/worker:0.1.0"
@@ -73,3 +76,85 @@ def test_other_images_get_their_command_as_written() -> None:
     container = pod["spec"]["containers"][0]  # type: ignore[index]
     assert container["command"] == ["sh", "-c"]
     assert container["args"] == ["echo hi"]
+
+
+def placed(placement: Placement, **job: object) -> dict[str, Any]:
+    spec = DAGExecutionSpec.model_validate({"jobs": [{"name": "j", "image": "x", **job}]})
+    owner = Owner(name="p", namespace="ml", uid="u")
+    return build_pod(owner, build_dag(spec).jobs["j"], 1, 1, placement)
+
+
+def test_restricted_defaults_without_forcing_non_root() -> None:
+    pod = placed(Placement())
+    assert pod["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    # A pool whose policy forbids root: non-root unless the job names a user.
+    assert placed(Placement(non_root=True))["spec"]["securityContext"]["runAsNonRoot"] is True
+    named = placed(Placement(non_root=True), securityContext={"runAsUser": 1000})
+    assert "runAsNonRoot" not in named["spec"]["securityContext"]
+
+
+def test_a_jobs_security_context_is_merged_field_by_field() -> None:
+    pod = placed(
+        Placement(),
+        containerSecurityContext={"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}},
+    )
+    context = pod["spec"]["containers"][0]["securityContext"]
+    # The API server refuses allowPrivilegeEscalation false beside privileged.
+    assert context == {"privileged": True, "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}
+
+
+def test_the_jobs_affinity_keeps_the_operators_node_pinning_in_every_term() -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                ]
+            }
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}
+            ]
+        },
+    }
+    pod = placed(Placement(node="n1", avoid=("n2",)), affinity=affinity)
+    got = pod["spec"]["affinity"]
+    terms = got["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    pin = [
+        {"key": "metadata.name", "operator": "In", "values": ["n1"]},
+        {"key": "metadata.name", "operator": "NotIn", "values": ["n2"]},
+    ]
+    assert [t["matchFields"] for t in terms] == [pin, pin]
+    assert terms[0]["matchExpressions"][0]["values"] == ["a"]
+    assert got["podAntiAffinity"] == affinity["podAntiAffinity"]
+
+
+def test_pool_resources_and_settings_sit_below_the_jobs() -> None:
+    placement = Placement(
+        pool="gpu",
+        resources=Resources(limits={"nvidia.com/gpu": "1", "memory": "8Gi"}),
+        defaults=PodSettings.model_validate(
+            {
+                "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory"}}],
+                "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
+                "priorityClassName": "batch-low",
+            }
+        ),
+    )
+    pod = placed(placement, resources={"limits": {"memory": "16Gi"}}, schedulerName="volcano")
+    container = pod["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1", "memory": "16Gi"}}
+    assert container["volumeMounts"] == [{"name": "shm", "mountPath": "/dev/shm"}]
+    assert pod["spec"]["volumes"] == [{"name": "shm", "emptyDir": {"medium": "Memory"}}]
+    assert pod["spec"]["schedulerName"] == "volcano"
+    assert pod["spec"]["priorityClassName"] == "batch-low"

@@ -14,7 +14,8 @@ from dagwright.api.models import CancelRequest, ExecutionCreated, ExecutionState
 from dagwright.core.graph import build_dag
 from dagwright.core.workflow import ExecuteRequest
 from dagwright.errors import InvalidDag
-from dagwright.kube.client import merge_patch
+from dagwright.kube.client import error_message, merge_patch
+from dagwright.kube.objects import list_pools, list_templates
 from dagwright.names import EXECUTIONS, GROUP, VERSION, WORKFLOW_LABEL
 
 router = guarded_router("/execute", "executions")
@@ -27,7 +28,17 @@ async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreat
     await svc.allow(caller, "create", EXECUTIONS, namespace)
     try:
         spec = body.to_spec()
-        build_dag(spec)
+    except ValueError as exc:
+        raise Problem(422, "invalid DAG", str(exc)) from exc
+    try:
+        pools = await list_pools(svc.objects)
+        templates = await list_templates(svc.objects, namespace, svc.settings.template_namespace)
+    except ApiException as exc:
+        raise Problem(
+            502, "the API could not read the WorkerPools and JobTemplates", error_message(exc)
+        ) from exc
+    try:
+        build_dag(spec, pools, templates, svc.settings.job_policy)
     except InvalidDag:
         raise  # a 422 listing every problem (api/errors.py), not a Failed object later
     except ValueError as exc:
