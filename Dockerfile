@@ -1,11 +1,11 @@
 # The operator and REST API image (the chart runs `python -m dagwright.operator`
 # and `python -m dagwright.api` from it).
-#   docker build -t ghcr.io/dagwright/dagwright:0.1.0 .
+#   docker build -t ghcr.io/dagwright/dagwright:$VERSION .   (VERSION: pyproject.toml's)
 FROM python:3.12-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY dagwright ./dagwright
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt .
 
 FROM python:3.12-slim
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin dagwright

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps install binaries lint format typecheck test unit demo bench crds clean
+.PHONY: help deps install binaries lint format typecheck test unit demo bench crds clean constraints
 
 help:
 	@echo "make demo   - local cluster + Redis + operator + API, runs examples/training-pipeline.yaml"
@@ -15,11 +15,17 @@ help:
 deps:
 	@hack/ensure-system-deps.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# Pin the installed dependency set (after a change to pyproject.toml's).
+constraints: install
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	{ sed -n 1,2p constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^dagwright'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 install: deps $(VENV)/.installed
 
@@ -57,7 +63,7 @@ demo: install
 # BENCH_ARGS=--quick tries the harness in a few minutes.
 BENCH_ARGS ?=
 bench: binaries
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -182,9 +182,27 @@ def dagexecution_crd() -> dict[str, Any]:
         {
             "rule": "self.metadata.name.size() <= 63",
             "message": "metadata.name must be at most 63 characters",
-        }
+        },
+        # An ended execution's controls no longer do anything: say so rather
+        # than accept an edit that is silently ignored. (Jobs and defaults
+        # never change, by the spec's own rules; these are the rest.)
+        {
+            "rule": "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+            "!(oldSelf.status.phase in ['Succeeded', 'Failed', 'Cancelled']) || "
+            "(has(self.spec.retry) && self.spec.retry > "
+            "(has(oldSelf.spec.retry) ? oldSelf.spec.retry : 0)) || ("
+            + " && ".join(
+                f"has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
+                f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f})"
+                for f in ("priority", "parallelism", "suspend", "shutdown", "podGC", "retry")
+            )
+            + ")",
+            "message": "the execution has ended, so its spec cannot change: run what failed "
+            "again with `dagwright retry` (spec.retry + 1), or all of it as a new execution "
+            "with `dagwright resubmit`",
+        },
     ]
-    return _crd(
+    crd = _crd(
         "DAGExecution",
         EXECUTIONS,
         "dagx",
@@ -193,6 +211,10 @@ def dagexecution_crd() -> dict[str, Any]:
         columns,
         validations,
     )
+    # `kubectl get dagx --field-selector status.phase=Failed`, and the REST
+    # list's phase filter, served by the API server (Kubernetes 1.31+).
+    crd["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".status.phase"}]
+    return crd
 
 
 def workerpool_crd() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dagwright.core.policy import JobPolicy
+from dagwright.version import WORKER_IMAGE
 
 
 def _default_instance() -> str:
@@ -40,7 +41,7 @@ class OperatorSettings(BaseSettings):
     )
     # Jobs in this image (any tag) run under its runtime entrypoint: their
     # command line is passed as args so the entrypoint is kept.
-    worker_image: str = "ghcr.io/dagwright/worker:0.1.0"
+    worker_image: str = WORKER_IMAGE
     job_api_url: str | None = Field(
         None,
         description="The REST API's URL as job pods reach it: the worker runtime sends "

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.devcluster.build import ensure_binary
-from tests.conftest import REPO, OperatorProcess, Pools, TestCluster, wait_for
+from tests.conftest import REPO, OperatorProcess, Pools, TestCluster, apply_crd, wait_for
 from tests.helpers import SIM, create_execution, wait_phase
 
 CHART = REPO / "charts" / "dagwright"
@@ -225,3 +225,158 @@ async def test_installed_chart_runs_a_dag_with_exactly_its_rbac(
     finally:
         restricted.stop()
         operator.start()
+
+
+async def test_a_pdb_only_where_there_is_more_than_one_replica(
+    cluster: TestCluster, namespace: str
+) -> None:
+    async def pdbs(*values: str) -> list[str]:
+        code, rendered, err = await helm(
+            cluster, "template", "dw", str(CHART), "--namespace", namespace, *values
+        )
+        assert code == 0, err
+        docs = [d for d in yaml.safe_load_all(rendered) if d]
+        return sorted(d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget")
+
+    assert await pdbs() == ["dw-dagwright-api", "dw-dagwright-operator"]
+    assert await pdbs("--set", "operator.replicas=1") == ["dw-dagwright-api"]
+    assert await pdbs("--set", "operator.replicas=1,api.replicas=1") == []
+    named = await pdbs("--set", "fullnameOverride=flow")
+    assert named == ["flow-api", "flow-operator"]
+
+
+async def test_namespace_editors_may_create_executions_and_viewers_only_read(
+    cluster: TestCluster,
+    core: client.CoreV1Api,
+    kube: client.ApiClient,
+    release: tuple[str, str],
+) -> None:
+    """The chart's roles are folded into Kubernetes' own edit and view."""
+    _, ns = release
+    rbac = client.RbacAuthorizationV1Api(kube)
+    for user, role in (("alice", "edit"), ("bob", "view")):
+        await core.create_namespaced_service_account(ns, {"metadata": {"name": user}})
+        await rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": f"{user}-{role}"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": user, "namespace": ns}],
+            },
+        )
+
+    async def can(user: str, verb: str) -> bool:
+        _, out, _ = await run(
+            cluster,
+            *kubectl(),
+            "auth",
+            "can-i",
+            verb,
+            "dagexecutions.dagwright.io",
+            "-n",
+            ns,
+            f"--as=system:serviceaccount:{ns}:{user}",
+        )
+        return out.strip() == "yes"
+
+    async def aggregated() -> bool:  # the controller-manager folds the rules in
+        return await can("alice", "create")
+
+    await wait_for("the edit role to include DAGExecutions", aggregated, within=30)
+    assert await can("bob", "list")
+    assert not await can("bob", "create")
+
+    kubeconfig = await token_kubeconfig(cluster, core, "alice", ns)
+    as_alice = await config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        await client.CustomObjectsApi(as_alice).create_namespaced_custom_object(
+            "dagwright.io",
+            "v1alpha1",
+            ns,
+            "dagexecutions",
+            {
+                "apiVersion": "dagwright.io/v1alpha1",
+                "kind": "DAGExecution",
+                "metadata": {"name": "by-an-editor"},
+                "spec": {"jobs": [{"name": "a", "image": "busybox"}]},
+            },
+        )
+    finally:
+        await as_alice.close()
+
+
+async def test_a_crd_upgrade_from_the_previous_chart_version_adds_a_field(
+    cluster: TestCluster, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """Helm installs crds/ once and never upgrades them: the documented step
+    (`kubectl apply --server-side -f charts/dagwright/crds/` before
+    `helm upgrade`) brings a field a new version added. The previous version
+    is this chart with its DAGExecution CRD lacking spec.retry."""
+    crd_file = CHART / "crds" / "dagwright.io_dagexecutions.yaml"
+    current = yaml.safe_load(crd_file.read_text())
+    previous = yaml.safe_load(crd_file.read_text())
+    spec_schema = previous["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec_schema["properties"]["retry"]
+    top = previous["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    top["x-kubernetes-validations"] = [  # the rule about ended executions came with retry
+        rule for rule in top["x-kubernetes-validations"] if "retry" not in rule["rule"]
+    ]
+    old_chart = tmp_path / "dagwright"
+    shutil.copytree(CHART, old_chart)
+    (old_chart / "crds" / crd_file.name).write_text(yaml.safe_dump(previous))
+    chart_yaml = yaml.safe_load((old_chart / "Chart.yaml").read_text())
+    (old_chart / "Chart.yaml").write_text(yaml.safe_dump({**chart_yaml, "version": "0.0.1"}))
+    objects = client.CustomObjectsApi(kube)
+    body = {
+        "apiVersion": "dagwright.io/v1alpha1",
+        "kind": "DAGExecution",
+        "metadata": {"name": "retried"},
+        "spec": {"retry": 1, "suspend": True, "jobs": [{"name": "a", "image": "busybox"}]},
+    }
+    name = f"up{secrets.token_hex(2)}"
+    try:
+        # As a cluster that ran the previous version has it.
+        await apply_crd(kube, previous)
+        code, out, err = await helm(
+            cluster, "install", name, str(old_chart), "-n", namespace, "--set", "api.enabled=false"
+        )
+        assert code == 0, out + err
+        created = await objects.create_namespaced_custom_object(
+            "dagwright.io", "v1alpha1", namespace, "dagexecutions", body
+        )
+        assert "retry" not in created["spec"]  # unknown to the old schema: pruned
+        code, out, err = await run(
+            cluster,
+            *kubectl(),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(CHART / "crds"),
+        )
+        assert code == 0, out + err
+        code, out, err = await helm(
+            cluster, "upgrade", name, str(CHART), "-n", namespace, "--set", "api.enabled=false"
+        )
+        assert code == 0, out + err
+
+        attempts = iter(range(1000))
+
+        async def served() -> bool:  # the API server may take a moment to switch schemas
+            made = await objects.create_namespaced_custom_object(
+                "dagwright.io",
+                "v1alpha1",
+                namespace,
+                "dagexecutions",
+                {**body, "metadata": {"name": f"retried-{next(attempts)}"}},
+            )
+            return bool(made["spec"].get("retry") == 1)
+
+        await wait_for("the upgraded CRD to keep spec.retry", served, within=30)
+    finally:
+        await helm(cluster, "uninstall", name, "-n", namespace)
+        await apply_crd(kube, current)

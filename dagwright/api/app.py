@@ -26,6 +26,7 @@ from dagwright.api.routes import attempts, executions, health, queue, workers
 from dagwright.api.settings import ApiSettings
 from dagwright.errors import AuthError
 from dagwright.kube.client import new_api_client
+from dagwright.version import VERSION
 
 
 def create_app(
@@ -47,7 +48,7 @@ def create_app(
 
     app = FastAPI(
         title="dagwright",
-        version="0.1.0",
+        version=VERSION,
         description="Run DAGs of ML-training jobs on Kubernetes: executions, queue, workers, health.",
         lifespan=lifespan,
     )

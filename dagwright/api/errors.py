@@ -4,6 +4,7 @@ answer shaped as ``ProblemBody``: ``{"error": sentence, "detail": ...}``."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,20 @@ def kube_problem(exc: ApiException) -> JSONResponse:
     return problem(503, "kubernetes API unavailable", f"{exc.status} {message}")
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document names for ``path`` (a literal path,
+    such as /workers/register, before a template it also fits)."""
+    paths = app.openapi().get("paths", {})
+    if path in paths:
+        return sorted(method.upper() for method in paths[path])
+    found: set[str] = set()
+    for template, operations in paths.items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            found.update(method.upper() for method in operations)
+    return sorted(found)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn each kind of error into its answer."""
 
@@ -73,10 +88,16 @@ def install(app: FastAPI) -> None:
         return problem(422, "invalid DAG", exc.problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unparseable bodies, unknown paths, wrong methods: the same error shape.
         response = problem(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; a path served
+            # by several (GET and DELETE of one execution) allows them all.
+            allowed = allowed_methods(app, request.url.path)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -13,6 +13,7 @@ from dagwright.core.spec import (
     Capability,
     Shutdown,
 )
+from dagwright.version import VERSION
 
 
 class ApiModel(BaseModel):
@@ -58,6 +59,62 @@ class ExecutionState(ApiModel):
     jobs: list[dict[str, Any]] | None = None
     suspended: bool = False
     shutdown: Shutdown | None = None
+
+
+class ExecutionSummary(ApiModel):
+    """One execution in a list."""
+
+    execution_id: str
+    namespace: str
+    workflow_id: str | None = None
+    phase: str | None = None
+    progress: str = ""
+    failed: int = 0
+    priority: int = 5
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str = ""
+
+
+class ExecutionList(ApiModel):
+    items: list[ExecutionSummary]
+    continue_: str | None = Field(
+        None,
+        alias="continue",
+        description="Pass as ?continue= for the next page; null on the last page.",
+    )
+
+
+class JobDetail(ApiModel):
+    """A job's state as the operator keeps it (Redis), at any DAG size."""
+
+    name: str
+    phase: str
+    attempt: int = 0
+    failures: int = Field(0, description="Failed attempts counted against retries (user failures).")
+    infra_failures: int = Field(0, description="Attempts lost to the infrastructure.")
+    pool: str | None = None
+    node: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    exit_code: int | None = None
+    message: str = ""
+    progress: Any = Field(None, description="The last progress the job's runtime reported.")
+    checkpoint_step: int | None = None
+    checkpoint_path: str | None = None
+
+
+class JobList(ApiModel):
+    items: list[JobDetail]
+    total: int = Field(description="Jobs matching the filter, on every page.")
+    continue_: str | None = Field(None, alias="continue")
+
+
+class Deleted(ApiModel):
+    execution_id: str
+    namespace: str
+    deleted: bool = True
 
 
 class CancelRequest(ApiModel):
@@ -122,6 +179,7 @@ class QueueStats(ApiModel):
 
 class Health(ApiModel):
     status: str
+    version: str = Field(VERSION, description="dagwright's version (the API process's).")
     redis: bool
     kubernetes: bool
     operators: int

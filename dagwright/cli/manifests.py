@@ -41,8 +41,9 @@ def load_execution(path: Path) -> dict[str, Any]:
     api_version = manifest.get("apiVersion")
     if api_version != f"{GROUP}/{VERSION}":
         raise ManifestError(f"{path}: apiVersion is {api_version!r}, expected {GROUP}/{VERSION}")
-    if not (manifest.get("metadata") or {}).get("name"):
-        raise ManifestError(f"{path}: metadata.name is missing")
+    metadata = manifest.get("metadata") or {}
+    if not (metadata.get("name") or metadata.get("generateName")):
+        raise ManifestError(f"{path}: metadata.name (or generateName) is missing")
     try:
         build_dag(DAGExecutionSpec.model_validate(manifest.get("spec") or {}))
     except ValidationError as exc:

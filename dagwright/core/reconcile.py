@@ -611,6 +611,34 @@ def _start(snap: Snapshot, plan: Plan) -> None:
         plan.wake(snap.now + RECREATE_AFTER_SECONDS)
 
 
+_RERUN = frozenset({JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
+
+
+def rerun(jobs: Mapping[str, JobState]) -> dict[str, JobState]:
+    """What a retry resets: failed, skipped and cancelled jobs start over with
+    a fresh retry budget and no nodes to avoid (whatever made them fail is
+    taken as fixed), their attempts numbered on so pod names stay unique;
+    succeeded ones keep their results."""
+    return {
+        name: JobState(attempt=state.attempt)
+        for name, state in jobs.items()
+        if state.phase in _RERUN
+    }
+
+
+# Failed jobs named in the execution's message beyond the first.
+NAMED_FAILURES = 5
+
+
+def failed_message(failed: list[str], why: str) -> str:
+    """``job a failed: why (and 7 more: b, c, d, e, f, ...)``."""
+    first, others = failed[0], failed[1:]
+    if not others:
+        return f"job {first} failed: {why}"
+    named = ", ".join(others[:NAMED_FAILURES]) + (", ..." if len(others) > NAMED_FAILURES else "")
+    return f"job {first} failed: {why} (and {len(others)} more: {named})"
+
+
 def _phase(snap: Snapshot, plan: Plan) -> tuple[ExecutionPhase, str]:
     states = plan.jobs
     # Whether any attempt is alive matters only once every job has ended
@@ -620,9 +648,7 @@ def _phase(snap: Snapshot, plan: Plan) -> tuple[ExecutionPhase, str]:
     ):
         failed = [name for name, s in states.items() if s.phase is JobPhase.FAILED]
         if failed:
-            first = failed[0]
-            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-            return ExecutionPhase.FAILED, f"job {first} failed: {states[first].message}{more}"
+            return ExecutionPhase.FAILED, failed_message(failed, states[failed[0]].message)
         if any(s.phase is JobPhase.CANCELLED for s in states.values()):
             return (
                 ExecutionPhase.CANCELLED,

@@ -156,6 +156,13 @@ class DAGExecutionSpec(Model):
     defaults: JobSettings = Field(
         default_factory=JobSettings, description="Settings every job inherits."
     )
+    retry: StrictInt = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Raise it (dagwright retry) to run the failed, skipped and cancelled jobs "
+        "of an ended execution again; succeeded jobs keep their results.",
+    )
     pod_gc: PodGC = Field(
         default_factory=PodGC, alias="podGC", description="Deleting finished pods."
     )

@@ -66,6 +66,7 @@ class DAGExecutionStatus(Model):
     started_at: str | None = None
     finished_at: str | None = None
     observed_generation: int | None = None
+    retried: int = Field(0, description="The spec.retry this run has applied.")
     conditions: list[Condition] = Field(default_factory=list)
     jobs: list[JobStatus] | None = Field(
         None, description=f"Per-job detail, for DAGs of at most {MAX_JOBS_IN_STATUS} jobs."
@@ -112,6 +113,23 @@ def condition(kind: str, ok: bool, reason: str, message: str, generation: int | 
     )
 
 
+def carry_transitions(
+    conditions: Sequence[Condition], previous: Sequence[Mapping[str, Any]], now: float
+) -> list[Condition]:
+    """``conditions`` with their lastTransitionTime: the previous one's while
+    its status is unchanged, else ``now`` (Kubernetes API conventions)."""
+    before = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
+    out = []
+    for cond in conditions:
+        old = before.get(cond.type)
+        if old is not None and old.get("status") == cond.status and old.get("lastTransitionTime"):
+            since = str(old["lastTransitionTime"])
+        else:
+            since = iso(now) or ""
+        out.append(cond.model_copy(update={"last_transition_time": since}))
+    return out
+
+
 def summarize(
     *,
     names: Sequence[str],
@@ -122,9 +140,16 @@ def summarize(
     now: float,
     generation: int | None,
     unschedulable: str = "",
+    previous: Sequence[Mapping[str, Any]] = (),
+    retried: int = 0,
 ) -> DAGExecutionStatus:
     """What ``kubectl get`` and ``describe`` show of an execution, and the
-    record of its finished jobs. ``names``: the spec's jobs, in its order."""
+    record of its finished jobs. ``names``: the spec's jobs, in its order;
+    ``previous``: the conditions as last published (their transition times).
+
+    Conditions: ``Completed`` turns True when the execution ends, whatever
+    the outcome (``kubectl wait --for=condition=Completed``); ``Succeeded``
+    is True once it succeeded, False once it failed or was cancelled."""
     counts = dict.fromkeys(JobCounts.model_fields, 0)
     finished = 0
     for state in jobs.values():
@@ -141,18 +166,32 @@ def summarize(
         started_at=iso(started_at),
         finished_at=iso(now) if terminal else None,
         observed_generation=generation,
-        conditions=[
-            condition("Valid", True, "Valid", f"{len(names)} jobs", generation),
-            condition("Progressing", not terminal, phase.value, message, generation),
-            condition("Ready", phase is ExecutionPhase.SUCCEEDED, phase.value, message, generation),
-            condition(
-                "Schedulable",
-                schedulable,
-                "Schedulable" if schedulable else "NoWorkerPool",
-                unschedulable,
-                generation,
-            ),
-        ],
+        retried=retried,
+        conditions=carry_transitions(
+            [
+                condition("Valid", True, "Valid", f"{len(names)} jobs", generation),
+                condition("Progressing", not terminal, phase.value, message, generation),
+                condition("Completed", terminal, phase.value, message, generation),
+                Condition(
+                    type="Succeeded",
+                    status=("True" if phase is ExecutionPhase.SUCCEEDED else "False")
+                    if terminal
+                    else "Unknown",
+                    reason=phase.value,
+                    message=message,
+                    observed_generation=generation,
+                ),
+                condition(
+                    "Schedulable",
+                    schedulable,
+                    "Schedulable" if schedulable else "NoWorkerPool",
+                    unschedulable,
+                    generation,
+                ),
+            ],
+            previous,
+            now,
+        ),
         jobs=[
             JobStatus(
                 name=name,
@@ -175,12 +214,17 @@ def summarize(
 
 def invalid(message: str, now: float, generation: int | None) -> DAGExecutionStatus:
     """The status of an execution whose spec cannot run."""
+    conditions = [
+        condition("Valid", False, "InvalidDAG", message, generation),
+        condition("Completed", True, "InvalidDAG", message, generation),
+        condition("Succeeded", False, "InvalidDAG", message, generation),
+    ]
     return DAGExecutionStatus(
         phase=ExecutionPhase.FAILED,
         message=f"invalid DAG: {message}",
         finished_at=iso(now),
         observed_generation=generation,
-        conditions=[condition("Valid", False, "InvalidDAG", message, generation)],
+        conditions=carry_transitions(conditions, (), now),
     )
 
 
@@ -188,8 +232,6 @@ def as_patch(status: DAGExecutionStatus, *fields: str) -> dict[str, Any]:
     """The status as a merge patch body: ``fields`` (camelCase) only, if given.
     A field at None is sent as null, so the patch clears it."""
     body = status.model_dump(by_alias=True, mode="json")
-    for item in body.get("conditions") or []:
-        item.pop("lastTransitionTime", None)  # not kept: a condition's time is its generation
     if body.get("jobs") is None:
         body.pop("jobs", None)  # too many to list: left as is (and unused)
     return {k: body[k] for k in fields} if fields else body

@@ -70,7 +70,7 @@ class ExecuteRequest(BaseModel):
                         },
                     ],
                     "parallelism": 4,
-                    "defaults": {"image": "ghcr.io/dagwright/worker:0.1.0"},
+                    "defaults": {"image": "python:3.11-slim"},
                 }
             ]
         },

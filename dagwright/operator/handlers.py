@@ -29,7 +29,7 @@ from dagwright.operator.cluster import ClusterView, NodeInfo
 from dagwright.operator.context import Context
 from dagwright.operator.informer import PodInformer
 from dagwright.operator.pools import PoolController, pool_spec
-from dagwright.operator.runner import ExecutionRunner
+from dagwright.operator.runner import ExecutionRunner, ended
 from dagwright.settings import OperatorSettings
 from dagwright.store import keys
 from dagwright.store.redis_store import Store
@@ -67,6 +67,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     # kopf would post its own log lines as Events on every object; keep Events for job transitions.
     settings.posting.level = logging.ERROR
+    # Events say who wrote them ("From" in `kubectl describe`).
+    settings.posting.reporting_component = "dagwright-operator"
     settings.watching.connect_timeout = 10
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -283,13 +285,25 @@ async def execution_changed(memo: Any, uid: str, **_: Any) -> None:
     memo.ctx.wake(uid)
 
 
-# No `when=` filter on the phase: kopf would cancel the daemon the moment it
-# publishes the final status, in the middle of its last writes. A finished
-# execution's runner returns at once instead.
+# Only executions that have not ended (or are retried) have a runner. kopf
+# stops it once its final status is seen; a runner finishing first waits for
+# that (one that returned on its own would never be started again), and the
+# cancellation backoff leaves its last writes time to complete.
+def _runs(body: kopf.Body, **_: Any) -> bool:
+    return not ended(body)
+
+
 # On deletion kopf signals the daemon, and with no backoff cancels it at
 # once: a runner mid-pass would never get to release what it holds. Five
 # seconds is many passes.
-@kopf.daemon(GROUP, VERSION, "dagexecutions", cancellation_backoff=5.0, cancellation_timeout=10.0)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "dagexecutions",
+    cancellation_backoff=5.0,
+    cancellation_timeout=10.0,
+    when=_runs,
+)
 async def run_execution(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from dagwright.version import VERSION
+
+BUILD = Info("dagwright_build", "The operator's version")
+BUILD.info({"version": VERSION})
+EXECUTIONS_FINISHED = Counter(
+    "dagwright_executions_finished_total", "Executions that ended, by phase", ["phase"]
+)
+EXECUTION_DURATION = Histogram(
+    "dagwright_execution_duration_seconds",
+    "From an execution's start to its end",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 48 * 3600),
+)
 
 JOBS_STARTED = Counter("dagwright_jobs_started_total", "Job attempt pods created")
 JOB_EVENTS = Counter("dagwright_job_transitions_total", "Job transitions by reason", ["reason"])

@@ -22,6 +22,7 @@ from dagwright.core.graph import Dag
 from dagwright.core.reconcile import Plan
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase
+from dagwright.operator import metrics
 from dagwright.operator.context import Context
 from dagwright.operator.lease import Lease
 
@@ -36,6 +37,9 @@ class Publisher:
         self.started_at: float | None = None
         # Jobs whose outcome the status record holds (acknowledged by the API server).
         self.recorded: frozenset[str] = frozenset()
+        # The spec.retry applied (the status's retried, until the runner applies a newer one).
+        retried = (body.get("status") or {}).get("retried")
+        self.retried = retried if isinstance(retried, int) else 0
 
     def cancel(self) -> None:
         if self.sending is not None:
@@ -90,6 +94,14 @@ class Publisher:
             await self.ctx.kube.patch_execution_status(*self.key, status)
             self.last, self.last_at = status, time.monotonic()
             self.recorded = ended
+            metrics.EXECUTIONS_FINISHED.labels(phase=plan.phase.value).inc()
+            if self.started_at is not None:
+                metrics.EXECUTION_DURATION.observe(max(now - self.started_at, 0.0))
+            self.event(
+                f"Execution{plan.phase.value}",
+                plan.message,
+                warning=plan.phase is not ExecutionPhase.SUCCEEDED,
+            )
             return None
         self.last, self.last_at = status, time.monotonic()
         # Beside the passes, not inside them: a patch makes the API server
@@ -126,6 +138,8 @@ class Publisher:
             now=now,
             generation=self.body["metadata"].get("generation"),
             unschedulable=unschedulable,
+            previous=(self.last or self.body.get("status") or {}).get("conditions") or (),
+            retried=self.retried,
         )
         return report.as_patch(status)
 

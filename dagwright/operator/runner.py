@@ -28,6 +28,7 @@ from dagwright.core.reconcile import (
     StartPod,
     collect_pods,
     reconcile,
+    rerun,
     start_admitted,
 )
 from dagwright.core.spec import DAGExecutionSpec
@@ -94,19 +95,19 @@ class ExecutionRunner:
     # --- ownership -------------------------------------------------------
 
     def _finished(self) -> bool:
-        """Whether the status shows a finished execution and its record agrees
-        that every job ended: a phase alone (a hand edit, say) is a report,
-        not a reason to stop running the execution."""
-        status = self.body.get("status") or {}
-        if status.get("phase") not in _FINISHED:
-            return False
-        names = _job_names(self.body)
-        outcomes = record.decode(names, status.get("record"))
-        return outcomes is not None and len(outcomes) == len(names)
+        return ended(self.body)
 
     # --- main loop -------------------------------------------------------
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
+        """Until the execution ends; then until kopf stops this daemon (its
+        filter, ``ended``, no longer matches). Returning earlier would make
+        kopf never start it again, and a retry needs it started again."""
+        await self._run(stopped)
+        if not stopped:
+            await stopped.wait()
+
+    async def _run(self, stopped: kopf.DaemonStopped) -> None:
         if self._finished():
             return
         s = self.ctx.settings
@@ -253,6 +254,8 @@ class ExecutionRunner:
             if any(state.attempt for state in self.states.values()):
                 # Not a first run: an earlier term may have left slots held.
                 await self.slots.adopt(p.name for p in self.view.pools())
+        if spec.retry > self.publisher.retried:
+            await self._retry(spec.retry, epoch)
         await self._add_heartbeats(pods, unfinished)
         if not self.states.keys() <= dag.jobs.keys():
             # The spec lost jobs while the execution ran (admission refuses
@@ -378,6 +381,24 @@ class ExecutionRunner:
             await self.ctx.store.save(self.owner.uid, epoch, states)
         return states
 
+    async def _retry(self, retry: int, epoch: int) -> None:
+        """Apply ``spec.retry``: the failed, skipped and cancelled jobs run
+        again, the succeeded keep their results; the state is kept (no
+        longer expiring) while it runs. Persisted before the status says so:
+        an owner taking over in between resets only jobs that ended again."""
+        assert self.states is not None
+        reset = rerun(self.states)
+        if reset:
+            await self.ctx.store.save(self.owner.uid, epoch, reset)
+            self.states = {**self.states, **reset}
+        await self.ctx.store.expire(self.owner.uid, epoch, 0)
+        self.publisher.retried = retry
+        self.publisher.event(
+            "ExecutionRetried",
+            f"retry {retry}: {len(reset)} failed, skipped or cancelled jobs run again",
+        )
+        log.info("%s/%s retry %d: %d jobs run again", *self.key, retry, len(reset))
+
     async def _invalid(self, message: str) -> None:
         """Fail the execution for its spec, stopping whatever of it still runs:
         no pod outlives the execution's run unseen."""
@@ -388,6 +409,27 @@ class ExecutionRunner:
         )
         await self.slots.forget(p.name for p in self.view.pools())
         await self.publisher.invalid(message)
+
+
+def ended(body: Mapping[str, Any]) -> bool:
+    """Whether the status shows a finished execution, its record agrees that
+    every job ended (a phase alone, a hand edit say, is a report, not a
+    reason to stop running it), and no retry of it is pending."""
+    status = body.get("status") or {}
+    if status.get("phase") not in _FINISHED:
+        return False
+    if retry_pending(body):
+        return False
+    names = _job_names(body)
+    outcomes = record.decode(names, status.get("record"))
+    return outcomes is not None and len(outcomes) == len(names)
+
+
+def retry_pending(body: Mapping[str, Any]) -> bool:
+    """``spec.retry`` raised beyond what the status says was applied."""
+    asked = (body.get("spec") or {}).get("retry") or 0
+    done = (body.get("status") or {}).get("retried") or 0
+    return isinstance(asked, int) and isinstance(done, int) and asked > done
 
 
 def _job_names(body: Mapping[str, Any]) -> list[str]:

@@ -85,9 +85,13 @@ _EXPIRE = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then
   return 0
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
+for i = 1, 3 do
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+  else
+    redis.call('PERSIST', KEYS[i])
+  end
+end
 return 1
 """
 
@@ -158,7 +162,8 @@ class Store:
                 raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
 
     async def expire(self, uid: str, epoch: int, ttl_seconds: int) -> None:
-        """A finished execution's state expires after ``ttl_seconds``."""
+        """A finished execution's state expires after ``ttl_seconds``; 0:
+        never again (it runs again: retried)."""
         fenced = [keys.epoch(uid), keys.jobs(uid), keys.lease(uid)]
         if not await self._expire(keys=fenced, args=[epoch, ttl_seconds]):
             raise FencedOut(f"epoch {epoch} of execution {uid} is stale")

@@ -10,6 +10,7 @@ import re
 import httpx
 import pytest
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.names import GROUP, VERSION
 from tests.conftest import API_TOKEN, REPO, ApiProcess, OperatorProcess, Pools, wait_for
@@ -69,13 +70,27 @@ async def test_readme_curl_examples_work(
     assert created["jobs"] == 2
     state = json.loads(outputs[1])
     assert state["executionId"] == "nightly-1"
-    obj = await client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        GROUP, VERSION, api_server.namespace, "dagexecutions", "nightly-1"
-    )
-    assert obj["spec"]["shutdown"] == "Terminate"  # the cancel example reached the object
+    assert '"shutdown":"Terminate"' in outputs[2]  # the cancel example reached the object
     assert '"workerId":"gpu-box-1"' in outputs[4]
     assert json.loads(outputs[5])["status"] == "ok"
     assert outputs[6].count("not a job pod's token") == 3  # a user's token is no pod's
+    listed, _ = json.JSONDecoder().raw_decode(outputs[7])  # the first of two bodies
+    assert "nightly-1" in [item["executionId"] for item in listed["items"]]
+    assert "continue" in listed
+    assert "items" in json.JSONDecoder().raw_decode(outputs[8])[0]
+    assert "nightly-1" in outputs[9]  # a 409 (still running) or the retried execution
+    assert json.loads(outputs[10])["deleted"] is True
+
+    async def gone() -> bool:
+        try:
+            await client.CustomObjectsApi(kube).get_namespaced_custom_object(
+                GROUP, VERSION, api_server.namespace, "dagexecutions", "nightly-1"
+            )
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await wait_for("nightly-1 deleted", gone, within=30)
 
 
 @pytest.fixture(autouse=True)

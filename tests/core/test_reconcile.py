@@ -591,3 +591,26 @@ def test_a_heartbeat_is_recorded_once_and_a_new_attempt_starts_unwatched() -> No
     world.step()
     assert world.jobs["a"].attempt == 2
     assert not world.jobs["a"].heartbeats
+
+
+def test_a_retry_reruns_failed_skipped_and_cancelled_jobs_with_attempts_numbered_on() -> None:
+    from dagwright.core.reconcile import failed_message, rerun
+
+    jobs = {
+        "ok": JobState(phase=JobPhase.SUCCEEDED, attempt=1),
+        "bad": JobState(phase=JobPhase.FAILED, attempt=4, failures=4, avoid=("n1",)),
+        "skipped": JobState(phase=JobPhase.SKIPPED),
+        "cancelled": JobState(phase=JobPhase.CANCELLED, attempt=1),
+    }
+    reset = rerun(jobs)
+    assert set(reset) == {"bad", "skipped", "cancelled"}
+    assert reset["bad"] == JobState(attempt=4)  # fresh budget, no nodes avoided, attempt 5 next
+    dag = make_dag({"ok": [], "bad": [], "skipped": ["bad"], "cancelled": []})
+    plan = reconcile(Snapshot(dag, {**jobs, **reset}, {}, 100.0, 10))
+    starts = {a.job: a.attempt for a in plan.actions if isinstance(a, StartPod)}
+    assert starts == {"bad": 5, "cancelled": 2}
+    assert plan.jobs["ok"].phase is JobPhase.SUCCEEDED
+    assert plan.jobs["skipped"].phase is JobPhase.WAITING
+    assert failed_message(["a"], "exit 1") == "job a failed: exit 1"
+    many = failed_message([f"j{i}" for i in range(9)], "exit 1")
+    assert many == "job j0 failed: exit 1 (and 8 more: j1, j2, j3, j4, j5, ...)"

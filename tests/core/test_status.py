@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagwright.core import record
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState
 from dagwright.core.status import MAX_JOBS_IN_STATUS, as_patch, invalid, summarize
@@ -41,10 +43,11 @@ def test_a_summary_counts_jobs_and_records_the_finished_ones() -> None:
     assert [c["type"] for c in body["conditions"]] == [
         "Valid",
         "Progressing",
-        "Ready",
+        "Completed",
+        "Succeeded",
         "Schedulable",
     ]
-    assert "lastTransitionTime" not in body["conditions"][0]
+    assert body["conditions"][0]["lastTransitionTime"] == "1970-01-01T00:00:30Z"
     assert body["jobs"][0] == {
         "name": "a",
         "phase": "Succeeded",
@@ -74,21 +77,51 @@ def test_a_waiting_reason_leads_the_message_and_big_dags_list_no_jobs() -> None:
     body = as_patch(status)
     assert body["message"].startswith("waiting: job j0")
     assert "jobs" not in body
-    assert body["conditions"][3]["status"] == "False"
-    assert body["conditions"][3]["reason"] == "NoWorkerPool"
+    schedulable = next(c for c in body["conditions"] if c["type"] == "Schedulable")
+    assert schedulable["status"] == "False"
+    assert schedulable["reason"] == "NoWorkerPool"
 
 
 def test_an_invalid_spec_fails_with_a_valid_false_condition() -> None:
     body = as_patch(invalid("cycle a -> a", now=5, generation=3), "phase", "conditions")
-    assert body == {
-        "phase": "Failed",
-        "conditions": [
-            {
-                "type": "Valid",
-                "status": "False",
-                "reason": "InvalidDAG",
-                "message": "cycle a -> a",
-                "observedGeneration": 3,
-            }
-        ],
+    assert body["phase"] == "Failed"
+    # Completed too: `kubectl wait --for=condition=Completed` returns for it.
+    assert [(c["type"], c["status"]) for c in body["conditions"]] == [
+        ("Valid", "False"),
+        ("Completed", "True"),
+        ("Succeeded", "False"),
+    ]
+    assert body["conditions"][0] == {
+        "type": "Valid",
+        "status": "False",
+        "reason": "InvalidDAG",
+        "message": "cycle a -> a",
+        "observedGeneration": 3,
+        "lastTransitionTime": "1970-01-01T00:00:05Z",
     }
+
+
+def test_a_conditions_transition_time_moves_only_when_its_status_does() -> None:
+    def at(now: float, phase: ExecutionPhase, previous: list[dict[str, object]]) -> Any:
+        jobs = {"a": JobState(phase=JobPhase.SUCCEEDED if phase.terminal else JobPhase.RUNNING)}
+        status = summarize(
+            names=["a"],
+            jobs=jobs,
+            phase=phase,
+            message="",
+            started_at=1,
+            now=now,
+            generation=1,
+            previous=previous,
+        )
+        return {c["type"]: c for c in as_patch(status)["conditions"]}
+
+    running = at(10, ExecutionPhase.RUNNING, [])
+    assert running["Completed"]["status"] == "False"
+    assert running["Succeeded"]["status"] == "Unknown"
+    later = at(20, ExecutionPhase.RUNNING, list(running.values()))
+    assert later["Completed"]["lastTransitionTime"] == "1970-01-01T00:00:10Z"
+    done = at(30, ExecutionPhase.SUCCEEDED, list(later.values()))
+    assert (done["Completed"]["status"], done["Succeeded"]["status"]) == ("True", "True")
+    assert done["Completed"]["lastTransitionTime"] == "1970-01-01T00:00:30Z"
+    assert done["Valid"]["lastTransitionTime"] == "1970-01-01T00:00:10Z"

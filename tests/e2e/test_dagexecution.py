@@ -14,6 +14,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.devcluster.nodes import SIM_DURATION, SIM_EXIT_CODE
+from dagwright.version import VERSION
 from tests.conftest import OperatorProcess, Pools, wait_for
 from tests.helpers import (
     create_execution,
@@ -489,6 +490,11 @@ async def test_metrics_count_started_jobs_and_scheduling_latency(
     assert after[latency_count] - before.get(latency_count, 0) == 2
     succeeded = 'dagwright_job_transitions_total{reason="JobSucceeded"}'
     assert after[succeeded] - before.get(succeeded, 0) == 2
+    finished = 'dagwright_executions_finished_total{phase="Succeeded"}'
+    assert after[finished] - before.get(finished, 0) == 1
+    durations = "dagwright_execution_duration_seconds_count"
+    assert after[durations] - before.get(durations, 0) == 1
+    assert after[f'dagwright_build_info{{version="{VERSION}"}}'] == 1
 
 
 async def test_pod_gc_on_job_success_deletes_finished_pods(

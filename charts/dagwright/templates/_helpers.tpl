@@ -1,9 +1,11 @@
 {{- define "dagwright.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "dagwright.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
@@ -42,3 +44,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ required "redis.external.url or redis.external.existingSecret is required when redis.bundled is false" .Values.redis.external.url | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* The worker image: job pods' runtime and the node agent. */}}
+{{- define "dagwright.workerImage" -}}
+{{ .Values.workerImage | default (printf "ghcr.io/dagwright/worker:%s" .Chart.AppVersion) }}
+{{- end }}

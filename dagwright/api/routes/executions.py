@@ -3,15 +3,29 @@ resume and cancel it. Each is a DAGExecution object; nothing is kept here."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Annotated, Any
 
+from fastapi import Query
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.api.auth import Caller
 from dagwright.api.deps import ExecutionId, Namespace, Services, Svc, Who, guarded_router
 from dagwright.api.errors import Problem
-from dagwright.api.models import CancelRequest, ExecutionCreated, ExecutionState, problems
+from dagwright.api.models import (
+    CancelRequest,
+    Deleted,
+    ExecutionCreated,
+    ExecutionList,
+    ExecutionState,
+    ExecutionSummary,
+    JobDetail,
+    JobList,
+    problems,
+)
 from dagwright.core.graph import build_dag
+from dagwright.core.state import ExecutionPhase, JobPhase, JobState
+from dagwright.core.status import iso
 from dagwright.core.workflow import ExecuteRequest
 from dagwright.errors import InvalidDag
 from dagwright.kube.client import error_message, merge_patch
@@ -61,6 +75,61 @@ async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreat
     )
 
 
+@router.get("", response_model=ExecutionList)
+async def list_executions(
+    svc: Svc,
+    caller: Who,
+    namespace: Namespace = None,
+    phase: Annotated[ExecutionPhase | None, Query(description="Only executions in it.")] = None,
+    selector: Annotated[
+        str | None,
+        Query(max_length=1024, description="A label selector, e.g. dagwright.io/workflow=nightly."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    continue_: Annotated[
+        str | None, Query(alias="continue", max_length=4096, description="From the last page.")
+    ] = None,
+) -> ExecutionList:
+    """Executions of a namespace, newest page first as the API server pages them."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "list", EXECUTIONS, ns)
+    try:
+        query: dict[str, Any] = {"limit": limit}
+        if continue_:
+            query["_continue"] = continue_
+        if selector:
+            query["label_selector"] = selector
+        if phase:  # served by the API server: the CRD makes status.phase selectable
+            query["field_selector"] = f"status.phase={phase.value}"
+        page: dict[str, Any] = await svc.objects.list_namespaced_custom_object(
+            GROUP, VERSION, ns, EXECUTIONS, **query
+        )
+    except ApiException as exc:
+        if exc.status in (400, 410):  # a malformed selector, an expired continue token
+            raise Problem(exc.status, "cannot list executions", error_message(exc)) from exc
+        raise
+    items = [_summary(ns, obj) for obj in page.get("items") or []]
+    return ExecutionList(
+        items=items, continue_=(page.get("metadata") or {}).get("continue") or None
+    )
+
+
+def _summary(namespace: str, obj: dict[str, Any]) -> ExecutionSummary:
+    status = obj.get("status") or {}
+    return ExecutionSummary(
+        execution_id=obj["metadata"]["name"],
+        namespace=namespace,
+        workflow_id=(obj["metadata"].get("labels") or {}).get(WORKFLOW_LABEL),
+        phase=status.get("phase"),
+        progress=status.get("progress", ""),
+        failed=(status.get("counts") or {}).get("failed", 0),
+        priority=(obj.get("spec") or {}).get("priority", 5),
+        started_at=status.get("startedAt"),
+        finished_at=status.get("finishedAt"),
+        message=status.get("message", ""),
+    )
+
+
 async def _get(svc: Services, name: str, namespace: str) -> dict[str, Any]:
     try:
         obj: dict[str, Any] = await svc.objects.get_namespaced_custom_object(
@@ -99,6 +168,86 @@ async def get_execution(
     return _state(ns, await _get(svc, execution_id, ns))
 
 
+@router.get("/{execution_id}/jobs", response_model=JobList, responses=problems(404))
+async def list_jobs(
+    execution_id: ExecutionId,
+    svc: Svc,
+    caller: Who,
+    namespace: Namespace = None,
+    phase: Annotated[JobPhase | None, Query(description="Only jobs in it.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    continue_: Annotated[
+        str | None,
+        Query(alias="continue", pattern=r"^[0-9]{1,6}$", description="From the last page."),
+    ] = None,
+) -> JobList:
+    """Every job's state, at any DAG size (the status lists jobs only up to
+    200), in the spec's order, filtered by phase and paged."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "get", EXECUTIONS, ns)
+    obj = await _get(svc, execution_id, ns)
+    uid = obj["metadata"]["uid"]
+    states = await svc.store.load(uid)
+    names = [str(j.get("name")) for j in (obj.get("spec") or {}).get("jobs") or []]
+    fresh = JobState()
+    matching = [
+        (name, states.get(name, fresh))
+        for name in names
+        if phase is None or states.get(name, fresh).phase is phase
+    ]
+    start = int(continue_ or 0)
+    page = matching[start : start + limit]
+    shown = [name for name, _ in page]
+    checkpoints = await svc.store.checkpoints(uid, shown)
+    beats = await svc.store.job_heartbeats(uid, shown)
+    items = [_job(name, state, checkpoints.get(name), beats.get(name)) for name, state in page]
+    more = start + limit < len(matching)
+    return JobList(items=items, total=len(matching), continue_=str(start + limit) if more else None)
+
+
+def _job(
+    name: str, state: JobState, checkpoint: dict[str, Any] | None, beat: dict[str, Any] | None
+) -> JobDetail:
+    finished = state.finished_at if state.phase.terminal else None
+    end = finished or (time.time() if state.started_at else None)
+    return JobDetail(
+        name=name,
+        phase=state.phase.value,
+        attempt=state.attempt,
+        failures=state.failures,
+        infra_failures=state.infra_failures,
+        pool=state.pool,
+        node=state.node,
+        started_at=iso(state.started_at),
+        finished_at=iso(finished),
+        duration_seconds=round(end - state.started_at, 3) if end and state.started_at else None,
+        exit_code=state.exit_code,
+        message=state.message,
+        progress=(beat or {}).get("progress"),
+        checkpoint_step=(checkpoint or {}).get("step"),
+        checkpoint_path=(checkpoint or {}).get("path"),
+    )
+
+
+@router.delete("/{execution_id}", response_model=Deleted, responses=problems(404))
+async def delete_execution(
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
+) -> Deleted:
+    """Delete the execution: its pods go with it (owner references), its
+    slots and queue places are freed at once."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "delete", EXECUTIONS, ns)
+    try:
+        await svc.objects.delete_namespaced_custom_object(
+            GROUP, VERSION, ns, EXECUTIONS, execution_id
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise Problem(404, f"execution {execution_id} not found in {ns}") from exc
+        raise
+    return Deleted(execution_id=execution_id, namespace=ns)
+
+
 async def _patch_spec(
     svc: Services, caller: Caller, name: str, namespace: str | None, patch: dict[str, Any]
 ) -> ExecutionState:
@@ -135,3 +284,26 @@ async def cancel(
 ) -> ExecutionState:
     mode = (body or CancelRequest()).mode
     return await _patch_spec(svc, caller, execution_id, namespace, {"shutdown": mode.value})
+
+
+@router.post("/{execution_id}/retry", response_model=ExecutionState, responses=problems(404, 409))
+async def retry(
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
+) -> ExecutionState:
+    """Run the failed, skipped and cancelled jobs of an ended execution again
+    (succeeded jobs keep their results): ``spec.retry`` + 1."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "patch", EXECUTIONS, ns)
+    obj = await _get(svc, execution_id, ns)
+    phase = (obj.get("status") or {}).get("phase")
+    if phase not in ENDED:
+        raise Problem(
+            409, f"execution {execution_id} has not ended ({phase or 'Pending'}): nothing to retry"
+        )
+    patch = {"retry": int((obj.get("spec") or {}).get("retry") or 0) + 1}
+    return await _patch_spec(
+        svc, caller, execution_id, namespace, {**patch, "shutdown": None, "suspend": False}
+    )
+
+
+ENDED = frozenset(p.value for p in ExecutionPhase if p.terminal)
