@@ -380,3 +380,39 @@ async def test_a_crd_upgrade_from_the_previous_chart_version_adds_a_field(
     finally:
         await helm(cluster, "uninstall", name, "-n", namespace)
         await apply_crd(kube, current)
+
+
+async def test_the_optional_parts_render_and_pass_a_server_side_dry_run(
+    cluster: TestCluster, namespace: str
+) -> None:
+    """Ingress, aggregated roles, overrides: what the values schema accepts renders
+    to objects the API server accepts (the monitoring CRDs are not installed
+    here: their objects are checked in tests/e2e/test_day_two.py)."""
+    code, rendered, err = await helm(
+        cluster,
+        "template",
+        "dw",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "api.ingress.enabled=true,api.ingress.host=dagwright.example.com,"
+        "api.ingress.className=nginx,podAnnotations.team=ml,priorityClassName=system-cluster-critical,"
+        "serviceAccount.annotations.iam=role",
+    )
+    assert code == 0, err
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "dagwright.example.com"
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]
+    )
+    assert operator["spec"]["template"]["metadata"]["annotations"] == {"team": "ml"}
+    assert operator["spec"]["template"]["spec"]["priorityClassName"] == "system-cluster-critical"
+    code, out, err = await run(
+        cluster, *kubectl(), "apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=rendered
+    )
+    assert code == 0, out + err
+    code, _, err = await helm(cluster, "template", "dw", str(CHART), "--set", "api.ingress.tls=yes")
+    assert code != 0
+    assert "tls" in err

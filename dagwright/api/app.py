@@ -17,9 +17,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from kubernetes_asyncio import client
+from swagger_ui_bundle import swagger_ui_path
 
-from dagwright.api import errors
+from dagwright.api import errors, metrics
 from dagwright.api.deps import Services
 from dagwright.api.limits import BodyLimit, RateLimiter, client_key
 from dagwright.api.routes import attempts, executions, health, queue, workers
@@ -51,7 +55,22 @@ def create_app(
         version=VERSION,
         description="Run DAGs of ML-training jobs on Kubernetes: executions, queue, workers, health.",
         lifespan=lifespan,
+        # Served from the package below, not a CDN: it works in an air-gapped cluster.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="dagwright API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
     for routes in (executions, queue, workers, attempts, health):
         app.include_router(routes.router)
     errors.install(app)
@@ -81,7 +100,7 @@ def create_app(
 
     @app.middleware("http")
     async def limit_rate(request: Request, call_next: Any) -> Any:
-        if request.url.path != health.PATH:
+        if request.url.path not in (health.PATH, metrics.PATH):
             wait = limiter.take(client_key(request))
             if wait > 0:
                 response = errors.problem(
@@ -91,4 +110,5 @@ def create_app(
                 return response
         return await call_next(request)
 
+    metrics.install(app)  # outermost: it times everything, refusals included
     return app

@@ -175,17 +175,25 @@ class Authenticator:
         return Caller(user=user.username, groups=tuple(user.groups or ()), uid=user.uid or "")
 
     async def authorize(
-        self, caller: Caller, verb: str, resource: str, namespace: str = ""
+        self,
+        caller: Caller,
+        verb: str,
+        resource: str,
+        namespace: str = "",
+        group: str = GROUP,
+        subresource: str = "",
     ) -> None:
         if caller.static:
             return
-        key = (caller, verb, resource, namespace)
+        key = (caller, verb, f"{resource}/{subresource}.{group}", namespace)
         cached = self._decisions.get(key)
         if cached and cached[1] > time.monotonic():
             allowed = cached[0]
         else:
             api = client.AuthorizationV1Api(self.kube)
-            attributes = {"group": GROUP, "resource": resource, "verb": verb}
+            attributes = {"group": group, "resource": resource, "verb": verb}
+            if subresource:
+                attributes["subresource"] = subresource
             if namespace:
                 attributes["namespace"] = namespace
             body = {
@@ -201,4 +209,7 @@ class Authenticator:
             _remember(self._decisions, key, allowed, CACHE_SECONDS)
         if not allowed:
             where = f" in namespace {namespace}" if namespace else ""
-            raise Forbidden(f"{caller.user} may not {verb} {resource}.{GROUP}{where}")
+            what = f"{resource}/{subresource}" if subresource else resource
+            raise Forbidden(
+                f"{caller.user} may not {verb} {what}{'.' + group if group else ''}{where}"
+            )

@@ -13,6 +13,7 @@ from dagwright.api.auth import Attempt, Authenticator, Caller
 from dagwright.api.models import problems
 from dagwright.api.settings import PREFIX, ApiSettings
 from dagwright.core.spec import DNS_LABEL
+from dagwright.names import GROUP
 from dagwright.store.redis_store import Store
 
 
@@ -34,9 +35,17 @@ class Services:
         """The namespace a request means: the one it names, else the API's."""
         return asked or self.settings.namespace
 
-    async def allow(self, caller: Caller, verb: str, resource: str, namespace: str = "") -> None:
+    async def allow(
+        self,
+        caller: Caller,
+        verb: str,
+        resource: str,
+        namespace: str = "",
+        group: str = GROUP,
+        subresource: str = "",
+    ) -> None:
         """Return if RBAC lets ``caller`` do it; AuthError (403) if not."""
-        await self.auth.authorize(caller, verb, resource, namespace)
+        await self.auth.authorize(caller, verb, resource, namespace, group, subresource)
 
 
 def services(request: Request) -> Services:

@@ -415,6 +415,55 @@ def cmd_retry(args: argparse.Namespace, console: Console) -> int:
     return _watch(args, args.name, console) if args.watch else EXIT_OK
 
 
+def cmd_logs(args: argparse.Namespace, console: Console) -> int:
+    """A job's log (its latest attempt, or --attempt), through the REST API:
+    from the pod while it exists, else the tail kept when the attempt failed.
+    Without a job: the failed jobs' logs."""
+    if args.job:
+        jobs = [args.job]
+    else:
+        failed = _rest(
+            args,
+            "GET",
+            f"/execute/{args.name}/jobs?namespace={args.namespace}&phase=Failed&limit=10",
+        )
+        jobs = [job["name"] for job in failed["items"]]
+        if not jobs:
+            raise CliError(
+                f"no job of {args.name} failed: name one (dagwright logs {args.name} JOB)"
+            )
+    for job in jobs:
+        query = f"?namespace={args.namespace}&follow={str(args.follow).lower()}"
+        if args.attempt:
+            query += f"&attempt={args.attempt}"
+        if args.tail:
+            query += f"&tail={args.tail}"
+        if len(jobs) > 1:
+            console.file.write(f"==> {job} <==\n")
+        _stream(args, f"/execute/{args.name}/jobs/{job}/logs{query}", console)
+    return EXIT_OK
+
+
+def _stream(args: argparse.Namespace, path: str, console: Console) -> None:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    url = f"{args.api_url.rstrip('/')}/api/distributed{path}"
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=None) as response:
+            if response.status_code >= 400:
+                body = response.read()
+                try:
+                    message = json.loads(body).get("error", body.decode())
+                except ValueError:
+                    message = body.decode(errors="replace")
+                raise CliError(f"GET {path}: {response.status_code} {message}", EXIT_FAILED)
+            for chunk in response.iter_text():
+                console.file.write(chunk)
+                console.file.flush()
+    except httpx.HTTPError as exc:
+        message = f"cannot reach the REST API at {args.api_url}: {exc}"
+        raise CliError(message, EXIT_UNREACHABLE) from exc
+
+
 def cmd_resubmit(args: argparse.Namespace, console: Console) -> int:
     """A new execution from an existing one's spec (its controls reset)."""
     old = _get(args, args.name)
@@ -568,6 +617,13 @@ def parser() -> argparse.ArgumentParser:
     )
     wait.add_argument("name")
     wait.add_argument("--timeout", type=float, default=0, help="seconds (0: no limit)")
+
+    logs = command("logs", cmd_logs, "a job's log (REST API); without a job, the failed ones'")
+    logs.add_argument("name")
+    logs.add_argument("job", nargs="?")
+    logs.add_argument("--attempt", type=int, help="default: the latest")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep streaming while it runs")
+    logs.add_argument("--tail", type=int, help="only the last lines")
 
     retry = command("retry", cmd_retry, "run the failed, skipped and cancelled jobs again")
     retry.add_argument("name")

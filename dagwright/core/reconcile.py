@@ -109,6 +109,9 @@ class Snapshot:
     # record): only their finished pods may be collected. None: no such
     # record is kept (a local run), any finished pod may go.
     recorded: frozenset[str] | None = None
+    # (namespace, name) of the execution: a failed job's message ends with
+    # the command that shows its log. None: no such command (a local run).
+    execution: tuple[str, str] | None = None
 
 
 @dataclass
@@ -229,6 +232,9 @@ def _fail_attempt(
         message = (
             f"{why}; no retries left ({job.retries} allowed)" if failures > job.retries else why
         )
+        if snap.execution is not None:
+            namespace, name = snap.execution
+            message += f" (log: dagwright logs -n {namespace} {name} {job.name})"
         plan.set(
             job.name,
             replace(

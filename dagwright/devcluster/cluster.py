@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -128,15 +129,52 @@ class Kwok:
     workdir: Path
     tag: str
     node_lease_seconds: int
+    # A serving certificate and key (for 127.0.0.1): with them, each KWOK
+    # controller serves its nodes' kubelet API (container logs) over HTTPS on
+    # the port the nodes advertise, which the API server proxies to
+    # (`kubectl logs`). Only a local API server can reach 127.0.0.1.
+    tls: tuple[Path, Path] | None = None
     main: Process | None = None
     isolated: dict[str, Process] = field(default_factory=dict)
 
+    @property
+    def job_log(self) -> Path:
+        """What every simulated job container's log shows (followed: lines
+        appended to it appear in `kubectl logs -f`)."""
+        return self.workdir / "kwok-job.log"
+
+    def _config(self) -> Path:
+        config = self.workdir / "kwok-config.yaml"
+        if not config.exists():
+            if not self.job_log.exists():
+                self.job_log.write_text(
+                    "".join(cri_log_line(f"simulated job output, line {n}") for n in range(1, 6))
+                )
+            logs = {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "ClusterLogs",
+                "metadata": {"name": "job-logs"},
+                "spec": {"logs": [{"logsFile": str(self.job_log), "follow": True}]},
+            }
+            config.write_text(STAGES_FILE.read_text() + "\n---\n" + yaml.safe_dump(logs))
+        return config
+
     def _argv(self, selector_args: list[str]) -> list[str]:
+        port = free_port()
+        served = [f"--server-address=127.0.0.1:{port}"]
+        if self.tls is not None:
+            cert, key = self.tls
+            served += [
+                "--node-ip=127.0.0.1",
+                f"--node-port={port}",
+                f"--tls-cert-file={cert}",
+                f"--tls-private-key-file={key}",
+            ]
         return [
             str(self.binary),
             f"--kubeconfig={self.kubeconfig}",
-            f"--config={STAGES_FILE}",
-            f"--server-address=127.0.0.1:{free_port()}",
+            f"--config={self._config()}",
+            *served,
             f"--node-lease-duration-seconds={self.node_lease_seconds}",
             *selector_args,
         ]
@@ -185,6 +223,12 @@ class Kwok:
             proc.stop()
         if self.main is not None:
             self.main.stop()
+
+
+def cri_log_line(text: str) -> str:
+    """A line as container runtimes write logs (and the kubelet API serves them)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{now} stdout F {text}\n"
 
 
 class LocalCluster:
@@ -349,6 +393,7 @@ class LocalCluster:
             workdir=self.workdir,
             tag="dagwright",
             node_lease_seconds=s.node_lease_seconds,
+            tls=(p.serving_cert, p.serving_key),
         )
         self.kwok.start()
         # The controller-manager is working once it has made the default

@@ -123,6 +123,37 @@ async def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> dict[st
         return pod
 
 
+async def pod_log(
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    *,
+    follow: bool = False,
+    tail_lines: int | None = None,
+) -> aiohttp.ClientResponse:
+    """The job container's log as a streaming response (the caller reads and
+    closes it); ApiException if the API server cannot serve it."""
+    query: dict[str, Any] = {"container": "job", "follow": follow, "_preload_content": False}
+    if tail_lines is not None:
+        query["tail_lines"] = tail_lines
+    read: Any = core.read_namespaced_pod_log
+    response: aiohttp.ClientResponse = await read(name, namespace, **query)
+    if response.status >= 400:
+        async with response:
+            await raise_for_status(response)
+    return response
+
+
+async def log_tail(
+    core: client.CoreV1Api, namespace: str, name: str, lines: int, max_bytes: int
+) -> str:
+    """The last ``lines`` lines of the job container's log, at most ``max_bytes``."""
+    response = await pod_log(core, namespace, name, tail_lines=lines)
+    async with response:
+        text = (await response.read())[-max_bytes:]
+    return text.decode(errors="replace")
+
+
 async def relabel_pod(
     core: client.CoreV1Api, namespace: str, name: str, uid: str, labels: Mapping[str, str]
 ) -> None:

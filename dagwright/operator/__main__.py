@@ -9,6 +9,7 @@ import sys
 import kopf
 import prometheus_client
 
+from dagwright.operator import logfields
 from dagwright.settings import OperatorSettings
 
 
@@ -21,6 +22,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **logfields.fields(),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -28,13 +28,18 @@ from dagwright.core.reconcile import DeletePod, Emit, Plan, Refusal, StartPod
 from dagwright.core.state import JobPhase, JobState, PodObservation
 from dagwright.errors import NameTaken
 from dagwright.kube.client import error_message
-from dagwright.operator import metrics
+from dagwright.kube.objects import log_tail
+from dagwright.operator import logfields, metrics
 from dagwright.operator.context import Context, failpoint
 from dagwright.operator.informer import AttemptKey
 from dagwright.operator.lease import Lease
 from dagwright.operator.pods import Owner, Placement, build_pod, pod_name
 
 log = logging.getLogger(__name__)
+
+# The tail of a failed attempt's log kept in Redis, and how many per execution.
+KEPT_LOG_BYTES = 16 * 1024
+KEPT_LOGS = 500
 
 
 class Effects:
@@ -45,6 +50,7 @@ class Effects:
         self.creating: dict[str, asyncio.Task[None]] = {}  # pod name -> its create
         # Attempts whose pod the API server refused, with its reason (the core fails them).
         self.refused: dict[AttemptKey, Refusal] = {}
+        self.kept: set[AttemptKey] = set()  # failed attempts whose log tail was kept
 
     def cancel(self) -> None:
         for task in self.creating.values():
@@ -101,6 +107,7 @@ class Effects:
                 )
             if isinstance(action, Emit):
                 metrics.count_job_event(action.reason)
+        await self._keep_logs(plan, pods)
         # Deletes first: a replacement is never created before the pod it
         # replaces was (force-)deleted, even as seen by a watcher.
         await self.delete(deletes, pods)
@@ -127,6 +134,39 @@ class Effects:
             )
             self.creating[name] = task
             task.add_done_callback(partial(self._created, name))
+
+    async def _keep_logs(self, plan: Plan, pods: Mapping[AttemptKey, PodObservation]) -> None:
+        """Copy the log tail of each attempt that failed in this pass into
+        Redis, before its pod may be deleted (a timeout deletes it at once;
+        pod GC later): `dagwright logs` serves it once the pod is gone.
+        Bounded: KEPT_LOG_BYTES per attempt, KEPT_LOGS per execution."""
+        wanted = []
+        for name in plan.changed:
+            state = plan.jobs[name]
+            key = (name, state.attempt)
+            if state.phase not in (JobPhase.BACKOFF, JobPhase.FAILED) or key in self.kept:
+                continue
+            pod = pods.get(key)
+            if pod is not None and not pod.removed and pod.name:
+                wanted.append((key, pod.name))
+        wanted = wanted[: max(KEPT_LOGS - len(self.kept), 0)]
+        if wanted:
+            self.kept.update(key for key, _ in wanted)
+            await asyncio.gather(*(self._keep_log(key, pod) for key, pod in wanted))
+
+    async def _keep_log(self, key: AttemptKey, pod: str) -> None:
+        try:
+            text = await asyncio.wait_for(
+                log_tail(self.ctx.kube.core, self.owner.namespace, pod, 400, KEPT_LOG_BYTES),
+                timeout=5.0,
+            )
+            await self.ctx.store.keep_log(
+                self.owner.uid, *key, text, self.ctx.settings.finished_ttl_seconds
+            )
+        except Exception as exc:
+            # The log was unreachable (a lost node, the API server or Redis
+            # away): nothing to keep, and nothing else to do about it.
+            log.info("keeping the log of %s/%s failed: %s", self.owner.namespace, pod, exc)
 
     def _created(self, name: str, _: asyncio.Task[None]) -> None:
         self.creating.pop(name, None)
@@ -191,6 +231,7 @@ class Effects:
         counts it against the job's retries and says why. Other failures are
         logged: the job stays STARTING and the core creates its pod again when
         the watch has not shown it after a while (RECREATE_AFTER_SECONDS)."""
+        logfields.ATTEMPT.set((job.name, action.attempt))  # this task's log lines
         name = pod_name(self.owner, job.name, action.attempt)
         placement = self._placement(job, action, pools)
         pool = pools.get(placement.pool) if placement.pool else None

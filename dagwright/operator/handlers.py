@@ -145,11 +145,14 @@ async def _beat_once(ctx: Context) -> None:
 async def _heartbeat(ctx: Context) -> None:
     """Tell Redis (and so peers and the REST API's health check) that this
     instance lives, and learn which peers do. Claims wait until the live set
-    held still from one beat to the next (at most six beats): instances
-    started together then know of each other before either claims."""
+    held still for two beats after the first (at most six beats): instances
+    started together (within about two beats: a busy machine starts one
+    process seconds after another) then know of each other before either
+    claims."""
     refused = False
     beats = 0
     seen: set[str] = set()
+    held: set[str] = set()  # the live set one beat before ``seen``
     while True:
         wait = _heartbeat_interval(ctx)
         try:
@@ -164,9 +167,9 @@ async def _heartbeat(ctx: Context) -> None:
             log.warning("heartbeat to Redis failed: %s", exc)
         beats += 1
         # (Redis failing counts too: the runners' passes will say so.)
-        if (beats >= 2 and seen == set(ctx.peers)) or beats >= 6:
+        if (beats >= 3 and seen == set(ctx.peers) == held) or beats >= 6:
             ctx.settled.set()
-        seen = set(ctx.peers)
+        held, seen = seen, set(ctx.peers)
         metrics.EXECUTIONS_OWNED.set(len(ctx.owned))
         metrics.QUEUE_DEPTH.set(sum(ctx.wanted.values()))
         await asyncio.sleep(wait)

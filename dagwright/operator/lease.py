@@ -18,6 +18,7 @@ import kopf
 from dagwright.errors import FencedOut
 from dagwright.kube.objects import parse_epoch
 from dagwright.names import OWNER_EPOCH_ANNOTATION
+from dagwright.operator import metrics
 from dagwright.operator.context import Context
 from dagwright.operator.pods import Owner
 
@@ -115,6 +116,7 @@ class Lease:
             self.owner.name,
             preferred,
         )
+        metrics.HANDOFFS.inc()
         # Before any await: other runners deciding meanwhile see the new count.
         self.drop()
         self.ctx.peers[s.instance_id] = len(self.ctx.owned)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from dagwright.core.state import JobPhase, JobState
 from dagwright.version import VERSION
 
 BUILD = Info("dagwright_build", "The operator's version")
@@ -26,6 +29,46 @@ SCHEDULING_LATENCY = Histogram(
     "From a job becoming ready (its last dependency succeeded) to its pod being created",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+
+PASS_SECONDS = Histogram(
+    "dagwright_reconcile_pass_seconds",
+    "Compute time of one reconcile pass over an execution",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+JOB_OUTCOMES = Counter(
+    "dagwright_job_outcomes_total",
+    "Attempts that ended, by outcome: succeeded, user_failure (a non-zero exit, "
+    "a refused pod), timeout, infrastructure_failure (its node was lost), cancelled",
+    ["outcome"],
+)
+HANDOFFS = Counter(
+    "dagwright_ownership_handoffs_total", "Executions this instance handed to another (rebalancing)"
+)
+POOL_SLOTS = Gauge("dagwright_pool_slots", "Job slots of a WorkerPool's ready nodes", ["pool"])
+POOL_SLOTS_USED = Gauge("dagwright_pool_slots_used", "Slots of a WorkerPool held by jobs", ["pool"])
+POOL_QUEUED = Gauge("dagwright_pool_queued_jobs", "Jobs waiting for a WorkerPool's slot", ["pool"])
+
+
+def count_outcomes(
+    before: Mapping[str, JobState] | None, after: Mapping[str, JobState], changed: Iterable[str]
+) -> None:
+    """Count the attempts that ended in one pass (from the job states it changed)."""
+    if before is None:
+        return
+    for name in changed:
+        old, new = before.get(name), after[name]
+        if old is None:
+            continue
+        if new.phase is JobPhase.SUCCEEDED and old.phase is not JobPhase.SUCCEEDED:
+            JOB_OUTCOMES.labels(outcome="succeeded").inc()
+        elif new.infra_failures > old.infra_failures:
+            JOB_OUTCOMES.labels(outcome="infrastructure_failure").inc()
+        elif new.failures > old.failures:
+            timeout = new.message.startswith("timed out")
+            JOB_OUTCOMES.labels(outcome="timeout" if timeout else "user_failure").inc()
+        elif new.phase is JobPhase.CANCELLED and old.phase is not JobPhase.CANCELLED:
+            JOB_OUTCOMES.labels(outcome="cancelled").inc()
 
 
 def count_job_event(reason: str) -> None:

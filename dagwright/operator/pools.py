@@ -14,6 +14,7 @@ from dagwright.core.autoscale import PoolObservation, ScaleDecision, ScaleMemory
 from dagwright.core.placement import Pool
 from dagwright.core.spec import ScaleTargetRef, WorkerPoolSpec
 from dagwright.names import POOL_LABEL, SCALE_DOWN_ANNOTATION
+from dagwright.operator import metrics
 from dagwright.operator.context import Context
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class PoolController:
                 "desiredNodes"
             ):
                 await self._scale(spec.autoscaling.scale_target_ref, desired)
+        metrics.POOL_SLOTS.labels(pool=name).set(slots)
+        metrics.POOL_SLOTS_USED.labels(pool=name).set(in_use)
+        metrics.POOL_QUEUED.labels(pool=name).set(queued)
         new_status = {
             "nodes": len(members),
             "readyNodes": sum(1 for n in members if n.ready),

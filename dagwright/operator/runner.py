@@ -34,6 +34,7 @@ from dagwright.core.reconcile import (
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobState, PodObservation, PodPhase
 from dagwright.errors import FencedOut, InvalidDag
+from dagwright.operator import logfields, metrics
 from dagwright.operator.admission import Admitter
 from dagwright.operator.context import Context, failpoint
 from dagwright.operator.effects import Effects
@@ -103,6 +104,7 @@ class ExecutionRunner:
         """Until the execution ends; then until kopf stops this daemon (its
         filter, ``ended``, no longer matches). Returning earlier would make
         kopf never start it again, and a retry needs it started again."""
+        logfields.EXECUTION.set(self.key)  # this task's log lines are about it
         await self._run(stopped)
         if not stopped:
             await stopped.wait()
@@ -279,12 +281,15 @@ class ExecutionRunner:
             forced_failover=frozenset(p.name for p in pools if p.spec.force_failover),
             heartbeat_timeout=self.ctx.settings.job_heartbeat_timeout_seconds,
             refused=self.effects.refused,
+            execution=self.key,
             recorded=self.publisher.recorded,
             start_timeout=self.ctx.settings.job_start_timeout_seconds,
         )
         plan = reconcile(snap)
         self.effects.settle(plan)
         self.computed = time.perf_counter() - computing
+        metrics.PASS_SECONDS.observe(self.computed)
+        metrics.count_outcomes(self.states, plan.jobs, plan.changed)
         if plan.wants:
             if await self.slots.admit(dag, plan, pools):
                 computing = time.perf_counter()

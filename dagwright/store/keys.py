@@ -10,6 +10,7 @@ execution of the same name never sees old state):
 - ``dw:x:{uid}:epoch``        fencing token, incremented on every change of owner
 - ``dw:x:{uid}:ckpt:{job}``   the job's latest checkpoint (any attempt)
 - ``dw:x:{uid}:hb:{job}``     the runtime's sign of life for the current attempt
+- ``dw:x:{uid}:log:{job}:{n}`` the tail of failed attempt n's log (its pod may go)
 
 Per WorkerPool (see ``slots.py``):
 
@@ -60,6 +61,16 @@ def epoch(uid: str) -> str:
 def checkpoint(uid: str, job: str) -> str:
     """The latest checkpoint of a job, whatever attempt wrote it."""
     return f"{_EXECUTION}{uid}:ckpt:{job}"
+
+
+def log(uid: str, job: str, attempt: int) -> str:
+    """The tail of a failed attempt's log, kept beyond its pod."""
+    return f"{_EXECUTION}{uid}:log:{job}:{attempt}"
+
+
+def logs(uid: str) -> str:
+    """A SCAN pattern matching every kept log of the execution."""
+    return f"{_EXECUTION}{uid}:log:*"
 
 
 def checkpoints(uid: str) -> str:

@@ -169,10 +169,20 @@ class Store:
             raise FencedOut(f"epoch {epoch} of execution {uid} is stale")
 
     async def delete(self, uid: str) -> None:
-        checkpoints = [
-            k async for k in self.redis.scan_iter(match=keys.checkpoints(uid), count=500)
+        kept = [
+            k
+            for pattern in (keys.checkpoints(uid), keys.logs(uid))
+            async for k in self.redis.scan_iter(match=pattern, count=500)
         ]
-        await self.redis.delete(keys.jobs(uid), keys.lease(uid), keys.epoch(uid), *checkpoints)
+        await self.redis.delete(keys.jobs(uid), keys.lease(uid), keys.epoch(uid), *kept)
+
+    async def keep_log(self, uid: str, job: str, attempt: int, text: str, ttl_seconds: int) -> None:
+        """Keep a failed attempt's log tail (its pod may be collected)."""
+        await self.redis.set(keys.log(uid, job, attempt), text, ex=ttl_seconds)
+
+    async def kept_log(self, uid: str, job: str, attempt: int) -> str | None:
+        value = await self.redis.get(keys.log(uid, job, attempt))
+        return str(value) if value is not None else None
 
     async def heartbeat(self, instance: str, owned: int, ttl_seconds: float) -> None:
         payload = json.dumps({"instance": instance, "owned": owned, "at": time.time()})

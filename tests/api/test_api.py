@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -471,3 +472,14 @@ async def test_an_execution_too_large_to_store_is_a_413(
     assert response.status_code == 413, response.text
     assert "too large" in response.json()["error"]
     assert "grpc" not in response.text.lower()
+
+
+async def test_the_swagger_page_needs_no_network_but_the_api(api: httpx.AsyncClient) -> None:
+    page = await api.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} is not served by the API itself"
+        assert (await api.get(asset)).status_code == 200, asset

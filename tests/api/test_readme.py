@@ -78,8 +78,9 @@ async def test_readme_curl_examples_work(
     assert "nightly-1" in [item["executionId"] for item in listed["items"]]
     assert "continue" in listed
     assert "items" in json.JSONDecoder().raw_decode(outputs[8])[0]
-    assert "nightly-1" in outputs[9]  # a 409 (still running) or the retried execution
-    assert json.loads(outputs[10])["deleted"] is True
+    assert outputs[9]  # the log, or a JSON 404 saying why there is none
+    assert "nightly-1" in outputs[10]  # a 409 (still running) or the retried execution
+    assert json.loads(outputs[11])["deleted"] is True
 
     async def gone() -> bool:
         try:

@@ -223,7 +223,10 @@ async def test_failing_job_retries_with_exponential_backoff_then_fails_the_dag(
         obj = await wait_phase(kube, namespace, "retry", "Succeeded", "Failed", within=60)
     status = obj["status"]
     assert status["phase"] == "Failed"
-    assert status["message"] == "job flaky failed: exit code 3; no retries left (2 allowed)"
+    assert status["message"] == (
+        "job flaky failed: exit code 3; no retries left (2 allowed) "
+        f"(log: dagwright logs -n {namespace} retry flaky)"
+    )
     assert history.attempts("flaky") == [1, 2, 3]
     assert history.attempts("after") == []  # downstream never started
     assert history.attempts("independent") == [1]  # other branches still ran
@@ -269,9 +272,9 @@ async def test_timeout_stops_the_attempt_and_counts_as_a_failure(
     async with record_pods(core, namespace) as history:
         await create_execution(kube, namespace, "slow", dag(jobs))
         obj = await wait_phase(kube, namespace, "slow", "Failed", within=30)
-    assert (
-        obj["status"]["message"]
-        == "job slow failed: timed out after 1s; no retries left (1 allowed)"
+    assert obj["status"]["message"] == (
+        "job slow failed: timed out after 1s; no retries left (1 allowed) "
+        f"(log: dagwright logs -n {namespace} slow slow)"
     )
     # The retry was created only after the timed-out pod was gone.
     assert history.first("slow-slow-1", type_="DELETED") <= history.first(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import secrets
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,13 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.devcluster.nodes import SIM_EXIT_CODE
+from dagwright.devcluster.cluster import cri_log_line
+from dagwright.devcluster.nodes import SIM_DURATION, SIM_EXIT_CODE
 from dagwright.names import GROUP, VERSION
-from tests.conftest import API_TOKEN, ApiProcess, Pools, TestCluster, wait_for
+from tests.conftest import API_TOKEN, ApiProcess, OperatorProcess, Pools, TestCluster, wait_for
 from tests.e2e.test_cli import dagwright
 from tests.helpers import create_execution, dag, get_execution, merge_patch, wait_phase
-from tests.test_chart import kubectl, run
+from tests.test_chart import CHART, helm, kubectl, run
 
 pytestmark = pytest.mark.usefixtures("operator")
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -318,3 +321,169 @@ async def retried(kube: client.ApiClient, namespace: str, name: str, count: int)
         return obj if status.get("retried") == count and ended else None
 
     return await wait_for(f"{name} retried {count} and ended", done, within=120)
+
+
+async def test_logs_of_a_running_attempt_follow_live_and_a_failed_ones_outlive_its_pod(
+    kube: client.ApiClient,
+    cluster: TestCluster,
+    namespace: str,
+    pools: Pools,
+    api_server: ApiProcess,
+) -> None:
+    await pools.create(["cpu"])
+    jobs = [
+        {"name": "long", "annotations": {SIM_DURATION: "1h"}},
+        {"name": "broken", "retries": 0, "annotations": {SIM_EXIT_CODE: "3"}},
+        {"name": "fine"},
+    ]
+    spec = dag(jobs, podGC={"strategy": "OnExecutionCompletion"})
+    await create_execution(kube, namespace, "logged", spec)
+
+    async def running() -> bool:
+        obj = await get_execution(kube, namespace, "logged")
+        return bool((obj.get("status") or {}).get("counts", {}).get("running", 0) >= 1)
+
+    await wait_for("the long job running", running, within=30)
+    code, out = await dagwright(cluster, "logs", "logged", "long", "-n", namespace, api=api_server)
+    assert code == 0, out
+    assert "simulated job output, line 1" in out
+
+    # Followed: a line the container writes now reaches the reader.
+    url = f"{api_server.url}/api/distributed/execute/logged/jobs/long/logs"
+    query = f"?namespace={namespace}&follow=true&tail=1"
+    marker = f"written while followed {secrets.token_hex(3)}"
+    async with (
+        httpx.AsyncClient(headers=AUTH, timeout=30) as http,
+        http.stream("GET", url + query) as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["x-dagwright-log"].startswith("pod ")
+        with cluster.kwok.job_log.open("a") as log:
+            log.write(cri_log_line(marker))
+        seen = ""
+        async for chunk in stream.aiter_text():
+            seen += chunk
+            if marker in seen:
+                break
+        assert marker in seen
+
+    # Every pod is collected when the execution ends; the failed attempt's
+    # log is not lost with it.
+    await merge_patch(kube, namespace, "logged", {"spec": {"shutdown": "Terminate"}})
+    obj = await wait_phase(kube, namespace, "logged", "Failed", "Cancelled", within=30)
+    assert "(log: dagwright logs -n" in obj["status"]["message"]
+
+    async def collected() -> bool:
+        listing = await client.CoreV1Api(kube).list_namespaced_pod(namespace)
+        return not listing.items
+
+    await wait_for("every pod collected", collected, within=30)
+    code, out = await dagwright(cluster, "logs", "logged", "-n", namespace, api=api_server)
+    assert code == 0, out
+    assert "simulated job output, line 5" in out  # the failed job's, without naming it
+    async with httpx.AsyncClient(headers=AUTH) as http:
+        kept = await http.get(url.replace("/long/", "/broken/") + f"?namespace={namespace}&tail=2")
+        assert kept.status_code == 200
+        assert kept.headers["x-dagwright-log"] == "kept (the pod is gone)"
+        assert len(kept.text.splitlines()) == 2
+        gone = await http.get(url.replace("/long/", "/fine/") + f"?namespace={namespace}")
+        assert gone.status_code == 404
+        assert "only failed attempts' logs are kept" in gone.json()["error"]
+
+
+def _series(text: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dagwright_")
+    }
+
+
+def _names(text: str) -> set[str]:
+    """Metric names a scrape shows (histograms as their base and suffixed names)."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line.startswith("dagwright_"):
+            names.add(line.split("{")[0].split(" ")[0])
+    return names
+
+
+async def test_metrics_after_a_known_run_and_the_dashboard_and_alerts_query_only_them(
+    kube: client.ApiClient,
+    cluster: TestCluster,
+    namespace: str,
+    pools: Pools,
+    operator: OperatorProcess,
+    api_server: ApiProcess,
+) -> None:
+    async def scrape() -> tuple[str, str]:
+        async with httpx.AsyncClient() as http:
+            ours = await http.get(f"http://127.0.0.1:{operator.metrics_port}/metrics")
+            api = await http.get(f"{api_server.url}/metrics")
+        return ours.text, api.text
+
+    before = [_series(t) for t in await scrape()]
+    pool = await pools.create(["cpu"], max_concurrency=4)
+    jobs = [{"name": "root", "retries": 0, "annotations": {SIM_EXIT_CODE: "3"}}, {"name": "fine"}]
+    await create_execution(kube, namespace, "measured", dag(jobs))
+    await wait_phase(kube, namespace, "measured", "Failed", within=30)
+    async with httpx.AsyncClient(base_url=api_server.url, headers=AUTH) as http:
+        for _ in range(2):
+            answer = await http.get(f"/api/distributed/execute/measured?namespace={namespace}")
+            assert answer.status_code == 200
+
+    async def pool_reported() -> tuple[str, str] | None:
+        texts = await scrape()
+        return texts if f'dagwright_pool_slots{{pool="{pool}"}} 4.0' in texts[0] else None
+
+    texts = await wait_for("the pool's slots exported", pool_reported, within=30)
+    after = [_series(t) for t in texts]
+
+    def grew(which: int, series: str) -> float:
+        return after[which].get(series, 0) - before[which].get(series, 0)
+
+    assert grew(0, 'dagwright_job_outcomes_total{outcome="succeeded"}') == 1
+    assert grew(0, 'dagwright_job_outcomes_total{outcome="user_failure"}') == 1
+    assert grew(0, 'dagwright_executions_finished_total{phase="Failed"}') == 1
+    assert grew(0, "dagwright_reconcile_pass_seconds_count") >= 1
+    route = 'route="/api/distributed/execute/{execution_id}"'
+    assert grew(1, f'dagwright_api_requests_total{{code="200",method="GET",{route}}}') == 2
+    assert grew(1, f'dagwright_api_request_duration_seconds_count{{method="GET",{route}}}') == 2
+
+    exported = _names(texts[0]) | _names(texts[1])
+    dashboard = json.loads((CHART / "dashboards" / "dagwright.json").read_text())
+    assert dashboard["uid"] == "dagwright"
+    assert dashboard["panels"]
+    queried = set()
+    for panel in dashboard["panels"]:
+        assert {"id", "type", "title", "gridPos", "targets"} <= panel.keys()
+        for target in panel["targets"]:
+            queried |= set(re.findall(r"dagwright_[a-z_]+", target["expr"]))
+    code, rendered, err = await helm(
+        cluster,
+        "template",
+        "dw",
+        str(CHART),
+        "--set",
+        "prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+    )
+    assert code == 0, err
+    docs = {
+        d["kind"]: d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] in ("PrometheusRule", "ConfigMap")
+    }
+    alerts = docs["PrometheusRule"]["spec"]["groups"][0]["rules"]
+    assert {a["alert"] for a in alerts} == {
+        "DagwrightExecutionsFailing",
+        "DagwrightQueueStuck",
+        "DagwrightNoOperator",
+        "DagwrightFailoverStorm",
+    }
+    for alert in alerts:
+        queried |= set(re.findall(r"dagwright_[a-z_]+", alert["expr"]))
+    assert json.loads(docs["ConfigMap"]["data"]["dagwright.json"]) == dashboard
+    assert queried
+    assert queried <= exported, f"queried but never exported: {sorted(queried - exported)}"

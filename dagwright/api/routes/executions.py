@@ -4,9 +4,11 @@ resume and cancel it. Each is a DAGExecution object; nothing is kept here."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Path, Query
+from fastapi.responses import StreamingResponse
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.api.auth import Caller
@@ -24,15 +26,17 @@ from dagwright.api.models import (
     problems,
 )
 from dagwright.core.graph import build_dag
+from dagwright.core.spec import DNS_LABEL
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState
 from dagwright.core.status import iso
 from dagwright.core.workflow import ExecuteRequest
 from dagwright.errors import InvalidDag
 from dagwright.kube.client import error_message, merge_patch
-from dagwright.kube.objects import list_pools, list_templates
-from dagwright.names import EXECUTIONS, GROUP, VERSION, WORKFLOW_LABEL
+from dagwright.kube.objects import controller_uid, identity, list_pools, list_templates, pod_log
+from dagwright.names import EXECUTION_LABEL, EXECUTIONS, GROUP, JOB_LABEL, VERSION, WORKFLOW_LABEL
 
 router = guarded_router("/execute", "executions")
+JobName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="A job's name.")]
 
 
 @router.post("", status_code=201, response_model=ExecutionCreated, responses=problems(404, 409))
@@ -227,6 +231,93 @@ def _job(
         checkpoint_step=(checkpoint or {}).get("step"),
         checkpoint_path=(checkpoint or {}).get("path"),
     )
+
+
+@router.get(
+    "/{execution_id}/jobs/{job}/logs",
+    response_class=StreamingResponse,
+    responses={
+        **problems(404),
+        200: {"content": {"text/plain": {}}, "description": "The log, streamed."},
+    },
+)
+async def job_logs(
+    execution_id: ExecutionId,
+    job: JobName,
+    svc: Svc,
+    caller: Who,
+    namespace: Namespace = None,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=100_000, description="Default: the latest.")
+    ] = None,
+    follow: Annotated[bool, Query(description="Keep streaming while it runs.")] = False,
+    tail: Annotated[int | None, Query(ge=1, le=100_000, description="Only the last lines.")] = None,
+) -> StreamingResponse:
+    """A job attempt's log: from its pod while the pod exists (followed live
+    with ``follow``), else the tail kept when the attempt failed."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "get", EXECUTIONS, ns)
+    await svc.allow(caller, "get", "pods", ns, group="", subresource="log")
+    obj = await _get(svc, execution_id, ns)
+    uid = obj["metadata"]["uid"]
+    states = await svc.store.load(uid)
+    if job not in _job_names(obj):
+        raise Problem(404, f"execution {execution_id} has no job {job}")
+    number = attempt or (states[job].attempt if job in states else 0)
+    if not number:
+        raise Problem(404, f"job {job} of {execution_id} has not started yet")
+    pod = await _attempt_pod(svc, ns, execution_id, uid, job, number)
+    if pod is not None:
+        response = await pod_log(svc.core, ns, pod, follow=follow, tail_lines=tail)
+
+        async def stream() -> AsyncIterator[bytes]:
+            async with response:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+
+        return StreamingResponse(
+            stream(), media_type="text/plain", headers={"X-Dagwright-Log": f"pod {pod}"}
+        )
+    kept = await svc.store.kept_log(uid, job, number)
+    if kept is None:
+        raise Problem(
+            404,
+            f"no log of job {job} attempt {number}: its pod is gone, and only failed "
+            "attempts' logs are kept beyond their pods",
+        )
+    if tail is not None:
+        kept = "".join(kept.splitlines(keepends=True)[-tail:])
+    return StreamingResponse(
+        iter([kept.encode()]),
+        media_type="text/plain",
+        headers={"X-Dagwright-Log": "kept (the pod is gone)"},
+    )
+
+
+def _job_names(obj: dict[str, Any]) -> set[str]:
+    return {str(j.get("name")) for j in (obj.get("spec") or {}).get("jobs") or []}
+
+
+async def _attempt_pod(
+    svc: Services, namespace: str, execution: str, uid: str, job: str, attempt: int
+) -> str | None:
+    """The name of the pod of that attempt: found by labels, believed only
+    for what nobody can edit (its controller's UID, its environment)."""
+    listing = await svc.core.list_namespaced_pod(
+        namespace, label_selector=f"{EXECUTION_LABEL}={execution},{JOB_LABEL}={job}"
+    )
+    for pod in listing.items:
+        raw = svc.kube.sanitize_for_serialization(pod)
+        if controller_uid(raw.get("metadata") or {}) != uid:
+            continue
+        found = identity(raw)
+        if (
+            found is not None
+            and found[:2] == (job, attempt)
+            and not pod.metadata.deletion_timestamp
+        ):
+            return str(pod.metadata.name)
+    return None
 
 
 @router.delete("/{execution_id}", response_model=Deleted, responses=problems(404))
