@@ -85,6 +85,20 @@ class ExecutionList(ApiModel):
     )
 
 
+class AttemptRecord(ApiModel):
+    attempt: int
+    outcome: str = Field(
+        description="succeeded, user_failure, timeout, infrastructure_failure or cancelled"
+    )
+    pod: str | None = None
+    node: str | None = None
+    pool: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    message: str = ""
+
+
 class JobDetail(ApiModel):
     """A job's state as the operator keeps it (Redis), at any DAG size."""
 
@@ -103,6 +117,9 @@ class JobDetail(ApiModel):
     progress: Any = Field(None, description="The last progress the job's runtime reported.")
     checkpoint_step: int | None = None
     checkpoint_path: str | None = None
+    attempts: list[AttemptRecord] = Field(
+        default_factory=list, description="Its ended attempts, oldest first (the last 20)."
+    )
 
 
 class JobList(ApiModel):

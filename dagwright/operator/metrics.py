@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from dagwright.core.state import JobPhase, JobState
 from dagwright.version import VERSION
 
 BUILD = Info("dagwright_build", "The operator's version")
@@ -50,25 +50,10 @@ POOL_SLOTS_USED = Gauge("dagwright_pool_slots_used", "Slots of a WorkerPool held
 POOL_QUEUED = Gauge("dagwright_pool_queued_jobs", "Jobs waiting for a WorkerPool's slot", ["pool"])
 
 
-def count_outcomes(
-    before: Mapping[str, JobState] | None, after: Mapping[str, JobState], changed: Iterable[str]
-) -> None:
-    """Count the attempts that ended in one pass (from the job states it changed)."""
-    if before is None:
-        return
-    for name in changed:
-        old, new = before.get(name), after[name]
-        if old is None:
-            continue
-        if new.phase is JobPhase.SUCCEEDED and old.phase is not JobPhase.SUCCEEDED:
-            JOB_OUTCOMES.labels(outcome="succeeded").inc()
-        elif new.infra_failures > old.infra_failures:
-            JOB_OUTCOMES.labels(outcome="infrastructure_failure").inc()
-        elif new.failures > old.failures:
-            timeout = new.message.startswith("timed out")
-            JOB_OUTCOMES.labels(outcome="timeout" if timeout else "user_failure").inc()
-        elif new.phase is JobPhase.CANCELLED and old.phase is not JobPhase.CANCELLED:
-            JOB_OUTCOMES.labels(outcome="cancelled").inc()
+def count_outcomes(records: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Count the attempts that ended in one pass (core.attempts.ended's records)."""
+    for _, record in records:
+        JOB_OUTCOMES.labels(outcome=record["outcome"]).inc()
 
 
 def count_job_event(reason: str) -> None:

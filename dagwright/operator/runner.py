@@ -19,7 +19,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from dagwright.core import record
+from dagwright.core import attempts, record
 from dagwright.core.graph import Dag, build_dag
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import (
@@ -289,7 +289,7 @@ class ExecutionRunner:
         self.effects.settle(plan)
         self.computed = time.perf_counter() - computing
         metrics.PASS_SECONDS.observe(self.computed)
-        metrics.count_outcomes(self.states, plan.jobs, plan.changed)
+        finished = attempts.ended(self.states, plan.jobs, plan.changed, pods, now)
         if plan.wants:
             if await self.slots.admit(dag, plan, pools):
                 computing = time.perf_counter()
@@ -311,6 +311,11 @@ class ExecutionRunner:
             )
             if any(isinstance(a, StartPod) for a in plan.actions):
                 failpoint(self.ctx.settings, "after-save")
+        if finished:  # recorded once their end is persisted
+            metrics.count_outcomes(finished)
+            await self.ctx.store.record_attempts(
+                self.owner.uid, finished, self.ctx.settings.finished_ttl_seconds
+            )
         self.states = plan.jobs
         if self.lease.fenced_by_object():
             raise FencedOut("the object names a newer owner")

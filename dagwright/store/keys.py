@@ -11,6 +11,7 @@ execution of the same name never sees old state):
 - ``dw:x:{uid}:ckpt:{job}``   the job's latest checkpoint (any attempt)
 - ``dw:x:{uid}:hb:{job}``     the runtime's sign of life for the current attempt
 - ``dw:x:{uid}:log:{job}:{n}`` the tail of failed attempt n's log (its pod may go)
+- ``dw:x:{uid}:att:{job}``    LIST the records of the job's ended attempts (the last 20)
 
 Per WorkerPool (see ``slots.py``):
 
@@ -66,6 +67,16 @@ def checkpoint(uid: str, job: str) -> str:
 def log(uid: str, job: str, attempt: int) -> str:
     """The tail of a failed attempt's log, kept beyond its pod."""
     return f"{_EXECUTION}{uid}:log:{job}:{attempt}"
+
+
+def attempts(uid: str, job: str) -> str:
+    """The records of a job's ended attempts."""
+    return f"{_EXECUTION}{uid}:att:{job}"
+
+
+def all_attempts(uid: str) -> str:
+    """A SCAN pattern matching every job's attempt records."""
+    return attempts(uid, "*")
 
 
 def logs(uid: str) -> str:

@@ -95,6 +95,9 @@ end
 return 1
 """
 
+# Ended attempts recorded per job (the newest).
+MAX_ATTEMPT_RECORDS = 20
+
 # Redis unpack() has a C-stack limit; write large DAGs in slices.
 _SAVE_BATCH = 2000
 
@@ -171,10 +174,34 @@ class Store:
     async def delete(self, uid: str) -> None:
         kept = [
             k
-            for pattern in (keys.checkpoints(uid), keys.logs(uid))
+            for pattern in (keys.checkpoints(uid), keys.logs(uid), keys.all_attempts(uid))
             async for k in self.redis.scan_iter(match=pattern, count=500)
         ]
         await self.redis.delete(keys.jobs(uid), keys.lease(uid), keys.epoch(uid), *kept)
+
+    async def record_attempts(
+        self, uid: str, records: list[tuple[str, dict[str, Any]]], ttl_seconds: int
+    ) -> None:
+        """Append each ended attempt's record to its job's (the last
+        MAX_ATTEMPT_RECORDS kept), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job, entry in records:
+                key = keys.attempts(uid, job)
+                pipe.rpush(key, json.dumps(entry))
+                pipe.ltrim(key, -MAX_ATTEMPT_RECORDS, -1)
+                pipe.expire(key, ttl_seconds)
+            await pipe.execute()
+
+    async def attempt_records(self, uid: str, jobs: list[str]) -> dict[str, list[dict[str, Any]]]:
+        if not jobs:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.lrange(keys.attempts(uid, job), 0, -1)
+            lists = await pipe.execute()
+        return {
+            job: [json.loads(v) for v in values] for job, values in zip(jobs, lists, strict=True)
+        }
 
     async def keep_log(self, uid: str, job: str, attempt: int, text: str, ttl_seconds: int) -> None:
         """Keep a failed attempt's log tail (its pod may be collected)."""

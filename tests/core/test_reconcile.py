@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dagwright.core.attempts import ended
 from dagwright.core.graph import Dag, build_dag
 from dagwright.core.reconcile import (
     DeletePod,
@@ -21,7 +22,9 @@ from dagwright.core.reconcile import (
     Plan,
     Snapshot,
     StartPod,
+    failed_message,
     reconcile,
+    rerun,
     start_admitted,
 )
 from dagwright.core.spec import DAGExecutionSpec, PodGCStrategy, Shutdown
@@ -594,8 +597,6 @@ def test_a_heartbeat_is_recorded_once_and_a_new_attempt_starts_unwatched() -> No
 
 
 def test_a_retry_reruns_failed_skipped_and_cancelled_jobs_with_attempts_numbered_on() -> None:
-    from dagwright.core.reconcile import failed_message, rerun
-
     jobs = {
         "ok": JobState(phase=JobPhase.SUCCEEDED, attempt=1),
         "bad": JobState(phase=JobPhase.FAILED, attempt=4, failures=4, avoid=("n1",)),
@@ -614,3 +615,34 @@ def test_a_retry_reruns_failed_skipped_and_cancelled_jobs_with_attempts_numbered
     assert failed_message(["a"], "exit 1") == "job a failed: exit 1"
     many = failed_message([f"j{i}" for i in range(9)], "exit 1")
     assert many == "job j0 failed: exit 1 (and 8 more: j1, j2, j3, j4, j5, ...)"
+
+
+def test_an_ended_attempt_is_recorded_with_its_outcome() -> None:
+    running = JobState(phase=JobPhase.RUNNING, attempt=2, started_at=10.0, pool="p", node="n")
+    after = {
+        "ok": JobState(phase=JobPhase.SUCCEEDED, attempt=2, finished_at=20.0, exit_code=0),
+        "bad": JobState(phase=JobPhase.BACKOFF, attempt=2, failures=1, exit_code=1, message="x"),
+        "slow": JobState(phase=JobPhase.FAILED, attempt=2, failures=1, message="timed out"),
+        "lost": JobState(phase=JobPhase.READY, attempt=2, infra_failures=1),
+        "still": running,
+    }
+    pods = {("ok", 2): PodObservation("ok", 2, PodPhase.SUCCEEDED, name="pod-ok", node="n2")}
+    records = dict(ended(dict.fromkeys(after, running), after, list(after), pods, 30.0))
+    assert {job: r["outcome"] for job, r in records.items()} == {
+        "ok": "succeeded",
+        "bad": "user_failure",
+        "slow": "timeout",
+        "lost": "infrastructure_failure",
+    }
+    assert records["ok"] == {
+        "attempt": 2,
+        "outcome": "succeeded",
+        "pod": "pod-ok",
+        "node": "n2",
+        "pool": "p",
+        "startedAt": 10.0,
+        "finishedAt": 20.0,
+        "exitCode": 0,
+        "message": "",
+    }
+    assert records["bad"]["finishedAt"] == 30.0  # when the pass saw it end

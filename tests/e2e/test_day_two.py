@@ -52,6 +52,14 @@ async def test_per_job_state_of_a_300_job_execution_is_served_filtered_and_paged
         assert (root["name"], root["exitCode"], root["attempt"]) == ("root", 3, 1)
         assert root["pool"] is not None
         assert root["durationSeconds"] is not None
+        (attempt,) = root["attempts"]
+        assert (attempt["attempt"], attempt["outcome"], attempt["exitCode"]) == (
+            1,
+            "user_failure",
+            3,
+        )
+        assert attempt["pod"].startswith("fan300-root-")
+        assert attempt["node"] is not None
         names: list[str] = []
         token = None
         pages = 0

@@ -15,6 +15,7 @@ from dagwright.api.auth import Caller
 from dagwright.api.deps import ExecutionId, Namespace, Services, Svc, Who, guarded_router
 from dagwright.api.errors import Problem
 from dagwright.api.models import (
+    AttemptRecord,
     CancelRequest,
     Deleted,
     ExecutionCreated,
@@ -204,13 +205,21 @@ async def list_jobs(
     shown = [name for name, _ in page]
     checkpoints = await svc.store.checkpoints(uid, shown)
     beats = await svc.store.job_heartbeats(uid, shown)
-    items = [_job(name, state, checkpoints.get(name), beats.get(name)) for name, state in page]
+    records = await svc.store.attempt_records(uid, shown)
+    items = [
+        _job(name, state, checkpoints.get(name), beats.get(name), records.get(name, []))
+        for name, state in page
+    ]
     more = start + limit < len(matching)
     return JobList(items=items, total=len(matching), continue_=str(start + limit) if more else None)
 
 
 def _job(
-    name: str, state: JobState, checkpoint: dict[str, Any] | None, beat: dict[str, Any] | None
+    name: str,
+    state: JobState,
+    checkpoint: dict[str, Any] | None,
+    beat: dict[str, Any] | None,
+    records: list[dict[str, Any]],
 ) -> JobDetail:
     finished = state.finished_at if state.phase.terminal else None
     end = finished or (time.time() if state.started_at else None)
@@ -230,6 +239,7 @@ def _job(
         progress=(beat or {}).get("progress"),
         checkpoint_step=(checkpoint or {}).get("step"),
         checkpoint_path=(checkpoint or {}).get("path"),
+        attempts=[AttemptRecord.model_validate(r) for r in records],
     )
 
 
