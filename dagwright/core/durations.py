@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -9,6 +10,7 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+@functools.lru_cache(maxsize=256)  # a DAG's jobs share a few durations
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; ValueError naming the text when it is not a duration."""
     if not re.fullmatch(DURATION_PATTERN, text):

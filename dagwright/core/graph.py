@@ -8,7 +8,7 @@ naming the jobs involved, so a user can fix them all in one edit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagwright.core.durations import parse_duration
@@ -110,7 +110,10 @@ def _topological(specs: Mapping[str, JobSpec]) -> list[str]:
     children: dict[str, list[str]] = {name: [] for name in specs}
     for name, job in specs.items():
         for parent in job.depends_on:
-            children[parent].append(name)
+            if parent in children:  # an unknown one is reported elsewhere
+                children[parent].append(name)
+            else:
+                waiting[name] -= 1
     ready = [name for name, count in waiting.items() if count == 0]
     order: list[str] = []
     while ready:
@@ -144,8 +147,11 @@ def build_dag(
         specs[job.name] = job
 
     defaults = spec.defaults
+    # Jobs in a cycle are left out of the order (and the cycle is reported).
+    order = {name: index for index, name in enumerate(_topological(specs))}
     jobs: dict[str, Job] = {}
     checked: dict[tuple[int, int, frozenset[str]], list[str]] = {}
+    reserved_in: dict[int, list[str]] = {}  # by pod settings object: most jobs share one
     for job in spec.jobs:
         if job.name in job.depends_on:
             problems.append(f"job {job.name!r} depends on itself")
@@ -166,8 +172,13 @@ def build_dag(
                 problems.append(
                     f"job {job.name!r} has no image (set jobs[].image or defaults.image)"
                 )
-        resolved = _resolve(job, template, defaults, spec.priority, image or "")
-        found = [f": {why}" for why in reserved(resolved.pod)]
+        resolved = _resolve(
+            job, template, defaults, spec.priority, image or "", order.get(job.name, -1)
+        )
+        pod_id = id(resolved.pod)
+        if pod_id not in reserved_in:
+            reserved_in[pod_id] = [f": {why}" for why in reserved(resolved.pod)]
+        found = list(reserved_in[pod_id])
         if pools is not None:
             key = (id(resolved.pod), id(resolved.resources), resolved.requires)
             if key not in checked:
@@ -183,9 +194,7 @@ def build_dag(
     if problems:
         raise InvalidDag(problems)
 
-    ordered = {
-        name: replace(jobs[name], index=index) for index, name in enumerate(_topological(specs))
-    }
+    ordered = {name: jobs[name] for name in order}
     children: dict[str, list[str]] = {name: [] for name in ordered}
     for job_ in ordered.values():
         for parent in job_.depends_on:
@@ -239,9 +248,9 @@ def _resolve(
     defaults: JobSettings,
     priority: int,
     image: str,
+    index: int,
 ) -> Job:
-    """The job with its template's and the execution's defaults applied
-    (``index`` is set once the order is known)."""
+    """The job with its template's and the execution's defaults applied."""
     layers = (defaults, template, job) if template is not None else (defaults, job)
 
     def last(name: str) -> Any:
@@ -254,7 +263,7 @@ def _resolve(
     requires = last("requires")
     return Job(
         name=job.name,
-        index=0,
+        index=index,
         type=job.type or "generic",
         depends_on=tuple(job.depends_on),
         image=image,
