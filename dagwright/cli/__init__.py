@@ -30,7 +30,7 @@ from dagwright.cli.manifests import load_execution
 from dagwright.cli.view import follow, job_table, summary
 from dagwright.core.graph import build_dag
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.core.state import ExecutionPhase, JobPhase
+from dagwright.core.state import ENDED_PHASES, ExecutionPhase, JobPhase
 from dagwright.errors import ManifestError
 from dagwright.kube.client import error_message, merge_patch, new_api_client
 from dagwright.names import EXECUTIONS, GROUP
@@ -39,7 +39,6 @@ from dagwright.version import VERSION
 
 T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
-_ENDED = {p.value for p in ExecutionPhase if p.terminal}
 _DONE_TO = {"suspend": "suspended", "resume": "resumed", "cancel": "cancelled"}
 
 
@@ -150,7 +149,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 def _patch(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     phase = (_get(args, args.name).get("status") or {}).get("phase")
-    if phase in _ENDED:
+    if phase in ENDED_PHASES:
         raise CliError(
             f"dagexecution/{args.name} has ended ({phase}): it cannot be "
             f"{_DONE_TO.get(args.command, args.command)}; run what failed again with "
@@ -196,15 +195,21 @@ def _rest(args: argparse.Namespace, method: str, path: str) -> Any:
         message = f"cannot reach the REST API at {args.api_url}: {exc}"
         raise CliError(message, EXIT_UNREACHABLE) from exc
     if response.status_code >= 400:
-        try:
-            body = response.json()
-            message = body.get("error", response.text)
-            if body.get("detail"):
-                message += f": {body['detail']}"
-        except ValueError:
-            message = response.text
-        raise CliError(f"{method} {path}: {response.status_code} {message}", EXIT_FAILED)
+        raise _refused(method, path, response.status_code, response.content)
     return response.json() if response.content else None
+
+
+def _refused(method: str, path: str, status: int, body: bytes) -> CliError:
+    """The API's answer to a refused call, as the CLI says it."""
+    text = body.decode(errors="replace")
+    try:
+        problem = json.loads(text)
+        message = str(problem.get("error", text))
+        if problem.get("detail"):
+            message += f": {problem['detail']}"
+    except (ValueError, AttributeError):
+        message = text
+    return CliError(f"{method} {path}: {status} {message}", EXIT_FAILED)
 
 
 def cmd_workers(args: argparse.Namespace, console: Console) -> int:
@@ -367,7 +372,7 @@ def cmd_wait(args: argparse.Namespace, console: Console) -> int:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while True:
         phase = (_get(args, args.name).get("status") or {}).get("phase")
-        if phase in _ENDED:
+        if phase in ENDED_PHASES:
             console.print(f"dagexecution/{args.name} {phase}")
             return EXIT_OK if phase == "Succeeded" else EXIT_FAILED
         if deadline is not None and time.monotonic() >= deadline:
@@ -397,7 +402,7 @@ def cmd_retry(args: argparse.Namespace, console: Console) -> int:
     """Run the failed, skipped and cancelled jobs again; succeeded ones stay."""
     obj = _get(args, args.name)
     phase = (obj.get("status") or {}).get("phase")
-    if phase not in _ENDED:
+    if phase not in ENDED_PHASES:
         raise CliError(
             f"dagexecution/{args.name} has not ended ({phase or 'Pending'}): nothing to retry",
             EXIT_FAILED,
@@ -450,12 +455,7 @@ def _stream(args: argparse.Namespace, path: str, console: Console) -> None:
     try:
         with httpx.stream("GET", url, headers=headers, timeout=None) as response:
             if response.status_code >= 400:
-                body = response.read()
-                try:
-                    message = json.loads(body).get("error", body.decode())
-                except ValueError:
-                    message = body.decode(errors="replace")
-                raise CliError(f"GET {path}: {response.status_code} {message}", EXIT_FAILED)
+                raise _refused("GET", path, response.status_code, response.read())
             for chunk in response.iter_text():
                 console.file.write(chunk)
                 console.file.flush()

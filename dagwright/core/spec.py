@@ -9,6 +9,7 @@ unknown dependencies) lives in ``graph.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -261,3 +262,15 @@ class JobTemplateSpec(JobSettings):
     template's name, below the job's own (``image``, ``command``...)."""
 
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+def visible_templates(
+    found: Iterable[tuple[str, str, JobTemplateSpec]], namespace: str, shared: str | None
+) -> dict[str, JobTemplateSpec]:
+    """The JobTemplates jobs in ``namespace`` see, by name, from (namespace,
+    name, spec) triples: the install's (``shared``), then the namespace's
+    own, which win."""
+    seen = sorted(
+        (t for t in found if t[0] in (shared, namespace)), key=lambda t: t[0] == namespace
+    )
+    return {name: spec for _, name, spec in seen}

@@ -38,6 +38,10 @@ class ExecutionPhase(StrEnum):
         return self in (ExecutionPhase.SUCCEEDED, ExecutionPhase.FAILED, ExecutionPhase.CANCELLED)
 
 
+# The phases of an execution that has ended, as the status spells them.
+ENDED_PHASES = frozenset(p.value for p in ExecutionPhase if p.terminal)
+
+
 @dataclass(frozen=True)
 class JobState:
     phase: JobPhase = JobPhase.WAITING

@@ -16,7 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from dagwright.core.placement import Pool
-from dagwright.core.spec import JobTemplateSpec, WorkerPoolSpec
+from dagwright.core.spec import JobTemplateSpec, WorkerPoolSpec, visible_templates
 from dagwright.errors import NameTaken
 from dagwright.kube.client import merge_patch, raise_for_status, send
 from dagwright.names import (
@@ -68,21 +68,19 @@ async def list_pools(objects: client.CustomObjectsApi) -> list[Pool]:
 async def list_templates(
     objects: client.CustomObjectsApi, namespace: str, shared: str | None
 ) -> dict[str, JobTemplateSpec]:
-    """The JobTemplates jobs in ``namespace`` see, by name: the install's
-    (``shared``), then the namespace's own, which win."""
-    found: dict[str, JobTemplateSpec] = {}
+    """The JobTemplates jobs in ``namespace`` see (``visible_templates``)."""
+    found: list[tuple[str, str, JobTemplateSpec]] = []
     for where in dict.fromkeys([shared, namespace]):
         if not where:
             continue
         listing = await objects.list_namespaced_custom_object(GROUP, VERSION, where, TEMPLATES)
         for item in listing.get("items") or []:
             try:
-                found[item["metadata"]["name"]] = JobTemplateSpec.model_validate(
-                    item.get("spec") or {}
-                )
+                spec = JobTemplateSpec.model_validate(item.get("spec") or {})
             except ValidationError:
                 continue
-    return found
+            found.append((where, item["metadata"]["name"], spec))
+    return visible_templates(found, namespace, shared)
 
 
 def controller_uid(meta: Mapping[str, Any]) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagwright.core.placement import Pool
-from dagwright.core.spec import JobTemplateSpec
+from dagwright.core.spec import JobTemplateSpec, visible_templates
 
 
 @dataclass(frozen=True)
@@ -99,15 +99,13 @@ class ClusterView:
         return "restricted" in self._pod_security.get(namespace, ())
 
     def templates(self, namespace: str, shared: str | None) -> dict[str, JobTemplateSpec]:
-        """The JobTemplates jobs in ``namespace`` see, by name: the
-        install's (``shared``), then the namespace's own, which win."""
-        found: dict[str, JobTemplateSpec] = {}
-        for where in dict.fromkeys([shared, namespace]):
-            for (space, name), specs in self._templates.items():
-                if space == where:
-                    for spec in specs:
-                        found[name] = spec
-        return found
+        """The JobTemplates jobs in ``namespace`` see (``visible_templates``)."""
+        found = (
+            (space, name, spec)
+            for (space, name), specs in self._templates.items()
+            for spec in specs
+        )
+        return visible_templates(found, namespace, shared)
 
     def pools(self) -> list[Pool]:
         return [pool for values in self._pools.values() for pool in values]

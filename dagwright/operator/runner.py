@@ -32,7 +32,7 @@ from dagwright.core.reconcile import (
     start_admitted,
 )
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.core.state import ExecutionPhase, JobState, PodObservation, PodPhase
+from dagwright.core.state import ENDED_PHASES, JobState, PodObservation, PodPhase
 from dagwright.errors import FencedOut, InvalidDag
 from dagwright.operator import logfields, metrics
 from dagwright.operator.admission import Admitter
@@ -44,8 +44,6 @@ from dagwright.operator.pods import Owner, parse_time
 from dagwright.operator.publisher import Publisher
 
 log = logging.getLogger(__name__)
-
-_FINISHED = {p.value for p in ExecutionPhase if p.terminal}
 
 
 # A job type's JobTemplate applied with the execution (one `kubectl apply -f`
@@ -426,7 +424,7 @@ def ended(body: Mapping[str, Any]) -> bool:
     every job ended (a phase alone, a hand edit say, is a report, not a
     reason to stop running it), and no retry of it is pending."""
     status = body.get("status") or {}
-    if status.get("phase") not in _FINISHED:
+    if status.get("phase") not in ENDED_PHASES:
         return False
     if retry_pending(body):
         return False

@@ -15,7 +15,12 @@ from dagwright.core.graph import build_dag
 from dagwright.core.placement import Pool, best_fit, choose_pool
 from dagwright.core.podspec import PodSettings, merge
 from dagwright.core.policy import JobPolicy, quantity, violations
-from dagwright.core.spec import DAGExecutionSpec, JobTemplateSpec, WorkerPoolSpec
+from dagwright.core.spec import (
+    DAGExecutionSpec,
+    JobTemplateSpec,
+    WorkerPoolSpec,
+    visible_templates,
+)
 from dagwright.core.state import JobPhase, JobState
 from dagwright.errors import InvalidDag
 
@@ -327,3 +332,21 @@ def test_admission_asks_only_the_best_fitting_pools_with_nodes() -> None:
         "u", dag, ["c"], jobs, pools, members, {"cpu": 1.0, "mem": 0.5, "gpu": 0.0}, 2.0
     )
     assert [p.name for p in plan.requests[0].pools] == ["mem"]
+
+
+def test_a_namespace_sees_the_installs_templates_and_its_own_win() -> None:
+    def t(image: str) -> JobTemplateSpec:
+        return JobTemplateSpec(image=image)
+
+    found = [
+        ("ml", "train", t("own")),
+        ("system", "train", t("install")),
+        ("system", "prep", t("install-prep")),
+        ("other", "eval", t("not-visible")),
+    ]
+    seen = visible_templates(found, "ml", "system")
+    assert {name: spec.image for name, spec in seen.items()} == {
+        "train": "own",
+        "prep": "install-prep",
+    }
+    assert visible_templates(found, "ml", None) == {"train": t("own")}

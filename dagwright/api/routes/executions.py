@@ -28,7 +28,7 @@ from dagwright.api.models import (
 )
 from dagwright.core.graph import build_dag
 from dagwright.core.spec import DNS_LABEL
-from dagwright.core.state import ExecutionPhase, JobPhase, JobState
+from dagwright.core.state import ENDED_PHASES, ExecutionPhase, JobPhase, JobState
 from dagwright.core.status import iso
 from dagwright.core.workflow import ExecuteRequest
 from dagwright.errors import InvalidDag
@@ -397,7 +397,7 @@ async def retry(
     await svc.allow(caller, "patch", EXECUTIONS, ns)
     obj = await _get(svc, execution_id, ns)
     phase = (obj.get("status") or {}).get("phase")
-    if phase not in ENDED:
+    if phase not in ENDED_PHASES:
         raise Problem(
             409, f"execution {execution_id} has not ended ({phase or 'Pending'}): nothing to retry"
         )
@@ -405,6 +405,3 @@ async def retry(
     return await _patch_spec(
         svc, caller, execution_id, namespace, {**patch, "shutdown": None, "suspend": False}
     )
-
-
-ENDED = frozenset(p.value for p in ExecutionPhase if p.terminal)
