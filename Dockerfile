@@ -5,7 +5,7 @@ FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY dagwright ./dagwright
-RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt '.[cluster]'
 
 FROM python:3.12-slim
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin dagwright

@@ -18,12 +18,12 @@ deps:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[cluster,dev]'
 	touch $@
 
 # Pin the installed dependency set (after a change to pyproject.toml's).
 constraints: install
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -e '.[cluster,dev,bench]'
 	{ sed -n 1,2p constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^dagwright'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
@@ -63,7 +63,7 @@ demo: install
 # BENCH_ARGS=--quick tries the harness in a few minutes.
 BENCH_ARGS ?=
 bench: binaries
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[cluster,dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -78,6 +78,8 @@ def structural(model: type[BaseModel]) -> dict[str, Any]:
             and "additionalProperties" not in out
         ):
             out["x-kubernetes-preserve-unknown-fields"] = True
+        if not out:  # any JSON value (a sweep's items)
+            out["x-kubernetes-preserve-unknown-fields"] = True
         if "enum" in out and "type" not in out:
             out["type"] = "string"
         if out.get("type") == "integer" and isinstance(out.get("default"), float):

@@ -53,6 +53,11 @@ CONFIG_ANNOTATION: Final = f"{GROUP}/config"
 ATTEMPT_AUDIENCE: Final = "dagwright"
 
 
+# All of a job's outputs together, as JSON: the kubelet's limit on a
+# container's termination message, which carries them.
+MAX_OUTPUT_BYTES = 4096
+
+
 class PodEnv:
     """The environment variables a job pod's container is given. The
     operator writes them (``operator/pods.py``), the runtime and SDK read them
@@ -71,6 +76,12 @@ class PodEnv:
     TOKEN_FILE: Final = "DAGWRIGHT_TOKEN_FILE"  # the pod's projected token for it
     CHECKPOINT_PATH: Final = "DAGWRIGHT_CHECKPOINT_PATH"  # the last checkpoint, to resume
     CHECKPOINT_STEP: Final = "DAGWRIGHT_CHECKPOINT_STEP"
+    # Where a job with declared outputs writes them, as one JSON object (the
+    # container's termination message file, read by the kubelet at its end).
+    OUTPUTS_FILE: Final = "DAGWRIGHT_OUTPUTS_FILE"
+    # A finally job's: how the other jobs ended, and which failed (comma-separated).
+    EXECUTION_PHASE: Final = "DAGWRIGHT_EXECUTION_PHASE"
+    FAILED_JOBS: Final = "DAGWRIGHT_FAILED_JOBS"
     # Set by the runtime for the user's process, not by the operator:
     PROGRESS_FILE: Final = "DAGWRIGHT_PROGRESS_FILE"
     HEARTBEAT_SECONDS: Final = "DAGWRIGHT_HEARTBEAT_SECONDS"

@@ -25,7 +25,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
-from dagwright.cli.local import LocalRun
 from dagwright.cli.manifests import load_execution
 from dagwright.cli.view import follow, job_table, summary
 from dagwright.core.graph import build_dag
@@ -33,6 +32,7 @@ from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ENDED_PHASES, ExecutionPhase, JobPhase
 from dagwright.errors import ManifestError
 from dagwright.kube.client import error_message, merge_patch, new_api_client
+from dagwright.local import LocalRun
 from dagwright.names import EXECUTIONS, GROUP
 from dagwright.names import VERSION as API_VERSION
 from dagwright.version import VERSION

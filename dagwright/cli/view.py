@@ -11,15 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dagwright.core.state import ExecutionPhase
-
-PHASE_STYLE = {
-    "Succeeded": "green",
-    "Failed": "red",
-    "Cancelled": "yellow",
-    "Running": "cyan",
-    "Backoff": "magenta",
-    "Suspended": "yellow",
-}
+from dagwright.local import PHASE_STYLE
 
 
 def finished(status: dict[str, Any]) -> tuple[int, int]:

@@ -8,26 +8,34 @@ naming the jobs involved, so a user can fix them all in one edit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dagwright.core import references, sweeps
 from dagwright.core.durations import parse_duration
 from dagwright.core.placement import Pool, eligible, fits, policy_of
 from dagwright.core.podspec import EnvVar, PodSettings, merge
 from dagwright.core.policy import DEFAULT_POLICY, JobPolicy, reserved, violations
 from dagwright.core.spec import (
     Backoff,
+    Cache,
     DAGExecutionSpec,
+    Finally,
     JobSettings,
     JobSpec,
     JobTemplateSpec,
     Resources,
+    RetryPolicy,
 )
 from dagwright.errors import InvalidDag
 
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT = "5m"
 DEFAULT_BACKOFF = Backoff()
+DEFAULT_RETRY_POLICY = RetryPolicy()
+# Attempts lost to dead nodes do not use the job's retries, but a job that
+# keeps losing its nodes must end some time (retryPolicy.infraRetries).
+DEFAULT_INFRA_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,19 @@ class Job:
     # Pod settings of the job, its template and the execution's defaults,
     # merged (the pool's are added when it is placed).
     pod: PodSettings = field(default_factory=PodSettings)
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    infra_retries: int = DEFAULT_INFRA_RETRIES
+    outputs: tuple[str, ...] = ()
+    when: str | None = None
+    allow_skipped: bool = False
+    finally_on: Finally | None = None  # a finally job
+    affects_outcome: bool = False
+    cache: Cache | None = None
+    sweep: str | None = None  # the sweep's name, for its members
+    item: Any = None  # a sweep member's item
+    # Its command, args, env, config or annotations hold {{ }} templates,
+    # resolved when it starts (core.inputs).
+    templated: bool = False
 
     @property
     def env(self) -> tuple[EnvVar, ...]:
@@ -66,6 +87,8 @@ class Job:
 class Dag:
     jobs: dict[str, Job]  # in topological order
     children: dict[str, tuple[str, ...]] = field(repr=False)
+    sweeps: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> members
+    finally_jobs: tuple[str, ...] = ()  # in topological order
 
     @property
     def order(self) -> list[str]:
@@ -140,11 +163,16 @@ def build_dag(
     ``templates``: the JobTemplates by name (None: unknown, a job that names
     a type needs no image of its own)."""
     problems: list[str] = []
+    expanded = sweeps.expand(spec.jobs)
+    problems += expanded.problems
     specs: dict[str, JobSpec] = {}
-    for job in spec.jobs:
+    for job in expanded.jobs:
         if job.name in specs:
             problems.append(f"job {job.name!r} is defined more than once")
         specs[job.name] = job
+    members = expanded.members
+    if problems:  # sweeps that cannot be expanded: nothing else is meaningful
+        raise InvalidDag(problems)
 
     defaults = spec.defaults
     # Jobs in a cycle are left out of the order (and the cycle is reported).
@@ -152,7 +180,7 @@ def build_dag(
     jobs: dict[str, Job] = {}
     checked: dict[tuple[int, int, frozenset[str]], list[str]] = {}
     reserved_in: dict[int, list[str]] = {}  # by pod settings object: most jobs share one
-    for job in spec.jobs:
+    for job in expanded.jobs:
         if job.name in job.depends_on:
             problems.append(f"job {job.name!r} depends on itself")
         unknown = [d for d in job.depends_on if d not in specs]
@@ -173,7 +201,14 @@ def build_dag(
                     f"job {job.name!r} has no image (set jobs[].image or defaults.image)"
                 )
         resolved = _resolve(
-            job, template, defaults, spec.priority, image or "", order.get(job.name, -1)
+            job,
+            template,
+            defaults,
+            spec.priority,
+            image or "",
+            order.get(job.name, -1),
+            expanded.sweep_of.get(job.name),
+            expanded.items.get(job.name),
         )
         pod_id = id(resolved.pod)
         if pod_id not in reserved_in:
@@ -191,15 +226,52 @@ def build_dag(
     cycle = find_cycle(edges)
     if cycle:
         problems.append("dependency cycle: " + " -> ".join(cycle))
+    if not problems:  # a sound graph: what reads which job
+        problems += _finally_problems(jobs)
+        problems += references.check(jobs, members, order)
     if problems:
         raise InvalidDag(problems)
 
     ordered = {name: jobs[name] for name in order}
+    if any(job.finally_on is not None for job in ordered.values()):
+        # Finally jobs last (they depend only on each other): the order people read.
+        ranked = sorted(order, key=lambda name: jobs[name].finally_on is not None)
+        ordered = {name: replace(jobs[name], index=i) for i, name in enumerate(ranked)}
     children: dict[str, list[str]] = {name: [] for name in ordered}
     for job_ in ordered.values():
         for parent in job_.depends_on:
             children[parent].append(job_.name)
-    return Dag(jobs=ordered, children={k: tuple(v) for k, v in children.items()})
+    return Dag(
+        jobs=ordered,
+        children={k: tuple(v) for k, v in children.items()},
+        sweeps=members,
+        finally_jobs=tuple(name for name, j in ordered.items() if j.finally_on is not None),
+    )
+
+
+def _finally_problems(jobs: Mapping[str, Job]) -> list[str]:
+    """Finally jobs run after all the others: they may depend only on each
+    other, and no other job may depend on them."""
+    problems = []
+    for job in jobs.values():
+        if job.finally_on is None:
+            if job.affects_outcome:
+                problems.append(f"job {job.name!r}: affectsOutcome is for finally jobs")
+            bad = [d for d in job.depends_on if jobs[d].finally_on is not None]
+            if bad:
+                problems.append(
+                    f"job {job.name!r} depends on finally job(s) {', '.join(map(repr, bad))}, "
+                    "which run after every other job"
+                )
+        else:
+            bad = [d for d in job.depends_on if jobs[d].finally_on is None]
+            if bad:
+                problems.append(
+                    f"finally job {job.name!r} depends on {', '.join(map(repr, bad))}: finally "
+                    "jobs run after every other job has ended and may depend only on other "
+                    "finally jobs"
+                )
+    return problems
 
 
 def _placeable(job: Job, pools: Sequence[Pool], default: JobPolicy) -> list[str]:
@@ -249,6 +321,8 @@ def _resolve(
     priority: int,
     image: str,
     index: int,
+    sweep: str | None = None,
+    item: Any = None,
 ) -> Job:
     """The job with its template's and the execution's defaults applied."""
     layers = (defaults, template, job) if template is not None else (defaults, job)
@@ -261,14 +335,18 @@ def _resolve(
         return None
 
     requires = last("requires")
+    retry_policy: RetryPolicy = last("retry_policy") or DEFAULT_RETRY_POLICY
+    pod = merge(*layers)
+    command, args = _tuple(last("command")), _tuple(last("args"))
+    cache: Cache | None = last("cache")
     return Job(
         name=job.name,
         index=index,
         type=job.type or "generic",
         depends_on=tuple(job.depends_on),
         image=image,
-        command=_tuple(last("command")),
-        args=_tuple(last("args")),
+        command=command,
+        args=args,
         requires=frozenset(requires or ()),
         resources=merge_resources(*(layer.resources for layer in layers)),
         retries=_first(last("retries"), DEFAULT_RETRIES),
@@ -277,7 +355,18 @@ def _resolve(
         start_timeout_seconds=_seconds(last("start_timeout")),
         priority=job.priority if job.priority is not None else priority,
         config=job.config,
-        pod=merge(*layers),
+        pod=pod,
+        retry_policy=retry_policy,
+        infra_retries=_first(retry_policy.infra_retries, DEFAULT_INFRA_RETRIES),
+        outputs=tuple(job.outputs or ()),
+        when=job.when,
+        allow_skipped=bool(job.allow_skipped),
+        finally_on=job.finally_,
+        affects_outcome=bool(job.affects_outcome),
+        cache=cache,
+        sweep=sweep,
+        item=item,
+        templated=references.templated(command, args, pod, job.config),
     )
 
 

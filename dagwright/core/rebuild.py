@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from dagwright.core.graph import Dag
+from dagwright.core.inputs import parse_outputs
 from dagwright.core.state import JobPhase, JobState, PodObservation, PodPhase
 
 
@@ -30,15 +31,23 @@ def rebuild(
     states: dict[str, JobState] = {}
     for name in dag.jobs:
         ended = recorded.get(name) if recorded else None
-        if ended in (JobPhase.SUCCEEDED, JobPhase.FAILED):
-            states[name] = JobState(phase=ended, message="as recorded in the status")
-            continue
         attempts = sorted(by_job.get(name, []), key=lambda p: p.attempt)
+        if ended in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+            # The outputs are on the pod that succeeded, while it is kept.
+            won = [p for p in attempts if p.phase is PodPhase.SUCCEEDED]
+            kept = parse_outputs(dag.jobs[name], won[-1].message)[0] if won else {}
+            states[name] = JobState(
+                phase=ended, message="as recorded in the status", outputs=kept or None
+            )
+            continue
         failures = sum(1 for p in attempts if p.phase is PodPhase.FAILED)
         if attempts:
             latest = attempts[-1]
+            outputs: dict[str, object] = {}
             if latest.phase is PodPhase.SUCCEEDED:
-                phase = JobPhase.SUCCEEDED
+                outputs, wrong = parse_outputs(dag.jobs[name], latest.message)
+                # Outputs that do not parse: reconcile fails (or retries) the attempt.
+                phase = JobPhase.STARTING if wrong else JobPhase.SUCCEEDED
             elif latest.phase is PodPhase.FAILED:
                 # Let reconcile decide on retry vs. failure: as if just failed, no delay.
                 phase = JobPhase.BACKOFF
@@ -55,6 +64,7 @@ def rebuild(
                 started_at=latest.started_at,
                 finished_at=latest.finished_at,
                 exit_code=latest.exit_code,
+                outputs=outputs or None,
             )
             if phase is JobPhase.BACKOFF and failures > dag.jobs[name].retries:
                 states[name] = JobState(

@@ -8,7 +8,12 @@ the actions idempotently and persists the states; calling ``reconcile`` again
 with the same inputs changes nothing.
 
 Invariants (property-tested in tests/core):
-- a job starts only when every dependency has succeeded;
+- a job starts only when every dependency has succeeded (or was cached, or
+  was skipped and the job allows that) and its ``when`` is true;
+- a finally job starts only once every other job has ended, at most once per
+  ending of the execution;
+- a cached job never creates a pod; a job's outputs come only from the
+  attempt that succeeded;
 - never more than ``parallelism`` attempts of the execution are alive;
 - an attempt never starts while the job's previous attempt may still be running;
 - a job that succeeded never starts again.
@@ -16,20 +21,21 @@ Invariants (property-tested in tests/core):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
+from typing import Any
 
+from dagwright.core import expr
+from dagwright.core.failures import Failure, of_pod, retried
 from dagwright.core.graph import Dag, Job
-from dagwright.core.spec import PodGCStrategy, Shutdown
+from dagwright.core.inputs import outcome, parse_outputs, resolver
+from dagwright.core.spec import Finally, PodGCStrategy, Shutdown
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 
 # A created pod the watch has not shown us after this long is created again
 # (idempotent: AlreadyExists means it was there after all).
 RECREATE_AFTER_SECONDS = 5.0
-# Attempts lost to dead nodes do not use the job's retries, but a job that
-# keeps losing its nodes must end some time.
-MAX_INFRA_FAILURES = 10
 # Nodes a job avoids after losing attempts on them (the most recent ones).
 MAX_AVOIDED_NODES = 8
 # An attempt pinned to its slot's node that the scheduler finds no room on
@@ -82,6 +88,14 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class CacheHit:
+    """A succeeded run of a cached job, found by its key."""
+
+    outputs: dict[str, Any]
+    source: str  # where it comes from, for people: "execution ns/name job j"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     dag: Dag
     jobs: Mapping[str, JobState]
@@ -112,6 +126,9 @@ class Snapshot:
     # (namespace, name) of the execution: a failed job's message ends with
     # the command that shows its log. None: no such command (a local run).
     execution: tuple[str, str] | None = None
+    # Cached jobs looked up (by the shell, as asked in ``Plan.lookups``):
+    # a hit, or None for a miss.
+    cache: Mapping[str, CacheHit | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +142,8 @@ class Plan:
     # Ready jobs that parallelism would let start but that hold no slot yet,
     # in start order: the shell asks the pools' queues to admit them.
     wants: list[str] = field(default_factory=list)
+    # Ready cached jobs to look up before they may start.
+    lookups: list[str] = field(default_factory=list)
 
     def set(self, name: str, state: JobState) -> None:
         if state != self.jobs[name]:
@@ -173,6 +192,7 @@ def start_admitted(snap: Snapshot, plan: Plan) -> Plan:
     returns: only the start decision depends on the admitted jobs, so only it
     is made again (the shell asks the pools' queues between the two)."""
     plan.wants = []
+    plan.lookups = []
     _start(snap, plan)
     plan.phase, plan.message = _phase(snap, plan)
     return plan
@@ -222,16 +242,24 @@ def _fail_attempt(
     job: Job,
     state: JobState,
     why: str,
-    exit_code: int | None,
+    failure: Failure,
     final: bool = False,
 ) -> None:
     failures = state.failures + 1
+    exit_code = failure.exit_code
     label = f"job {job.name} attempt {state.attempt}"
-    # Stop/Terminate: a failed attempt is not retried, that would start something new.
-    if failures > job.retries or snap.shutdown is not None or final:
-        message = (
-            f"{why}; no retries left ({job.retries} allowed)" if failures > job.retries else why
-        )
+    retry, refusal = retried(job.retry_policy, failure, state.attempt)
+    # Stop/Terminate: a failed attempt is not retried, that would start
+    # something new (a finally job under Stop is what may still run).
+    stopping = snap.shutdown is not None and not (
+        snap.shutdown is Shutdown.STOP and job.finally_on is not None
+    )
+    if failures > job.retries or stopping or final or not retry:
+        message = why
+        if failures > job.retries:
+            message = f"{why}; no retries left ({job.retries} allowed)"
+        elif not retry and not final and not stopping:
+            message = f"{why}; not retried: {refusal}"
         if snap.execution is not None:
             namespace, name = snap.execution
             message += f" (log: dagwright logs -n {namespace} {name} {job.name})"
@@ -278,7 +306,12 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
         # An attempt we gave up on (timeout, terminate) must actually stop;
         # asking again is harmless if an earlier delete was lost.
         stale = _pod(snap, job.name, state.attempt) if state.attempt else None
-        if stale is not None and stale.phase is PodPhase.SUCCEEDED and state.phase in _RESTARTABLE:
+        if (
+            stale is not None
+            and stale.phase is PodPhase.SUCCEEDED
+            and state.phase in _RESTARTABLE
+            and not parse_outputs(job, stale.message)[1]
+        ):
             # An attempt we had given up on (its node was lost, say) finished
             # after all: keep its result rather than running the job again.
             plan.set(
@@ -289,6 +322,7 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
                     finished_at=stale.finished_at or snap.now,
                     exit_code=0,
                     message="succeeded after its node was lost",
+                    outputs=parse_outputs(job, stale.message)[0] or None,
                 ),
             )
             plan.actions.append(
@@ -311,10 +345,12 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
     if pod is None:
         refused = snap.refused.get((job.name, state.attempt))
         if refused is not None and state.phase is JobPhase.STARTING:
-            _fail_attempt(snap, plan, job, state, refused.reason, None, final=refused.final)
+            _fail_attempt(
+                snap, plan, job, state, refused.reason, Failure("refused"), final=refused.final
+            )
             return
         if state.phase is JobPhase.RUNNING:
-            _fail_attempt(snap, plan, job, state, "pod deleted while running", None)
+            _fail_attempt(snap, plan, job, state, "pod deleted while running", _DELETED)
             return
         # STARTING: not seen yet (watch lag), or deleted before it ran.
         created = state.created_at or 0.0
@@ -337,7 +373,7 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             job,
             replace(state, started_at=state.started_at or pod.started_at),
             "pod deleted while running",
-            None,
+            _DELETED,
         )
         return
     if pod.phase is PodPhase.PENDING:
@@ -345,6 +381,19 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
             _pending(snap, plan, job, state, pod)
         return
     if pod.phase is PodPhase.SUCCEEDED:
+        # Outputs only ever come from here: the pod of the current attempt,
+        # which succeeded.
+        outputs, wrong = parse_outputs(job, pod.message)
+        if wrong:
+            _fail_attempt(
+                snap,
+                plan,
+                job,
+                replace(state, started_at=state.started_at or pod.started_at),
+                f"exited 0 but {wrong}",
+                Failure("outputs", 0),
+            )
+            return
         plan.set(
             job.name,
             replace(
@@ -354,23 +403,26 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
                 finished_at=pod.finished_at or snap.now,
                 exit_code=0,
                 message="",
+                outputs=outputs or None,
             ),
         )
         plan.actions.append(Emit("JobSucceeded", f"{label} succeeded"))
         return
     if pod.phase is PodPhase.FAILED:
-        why = (
-            f"exit code {pod.exit_code}"
-            if pod.exit_code is not None
-            else (pod.reason or "pod failed")
-        )
+        failure = of_pod(pod.exit_code, pod.reason)
+        if pod.exit_code is not None:
+            why = f"exit code {pod.exit_code}"
+            if failure.kind != "exit":
+                why += f" ({pod.reason})"
+        else:
+            why = pod.reason or "pod failed"
         _fail_attempt(
             snap,
             plan,
             job,
             replace(state, started_at=state.started_at or pod.started_at),
             why,
-            pod.exit_code,
+            failure,
         )
         return
     if pod.phase is PodPhase.RUNNING:
@@ -400,7 +452,14 @@ def _observe(snap: Snapshot, plan: Plan, job: Job) -> None:
         deadline = started + job.timeout_seconds
         if snap.now >= deadline:
             plan.actions.append(DeletePod(job.name, state.attempt, "timeout"))
-            _fail_attempt(snap, plan, job, state, f"timed out after {job.timeout_seconds:g}s", None)
+            _fail_attempt(
+                snap,
+                plan,
+                job,
+                state,
+                f"timed out after {job.timeout_seconds:g}s",
+                Failure("timeout"),
+            )
         else:
             plan.wake(deadline)
 
@@ -411,14 +470,15 @@ def _pending(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObse
     label = f"job {job.name} attempt {state.attempt}"
     if pod.waiting.split(":", 1)[0] in _HOPELESS:
         plan.actions.append(DeletePod(job.name, state.attempt, "cannot start"))
-        _fail_attempt(snap, plan, job, state, f"cannot start: {pod.waiting}", None)
+        failure = Failure("start", None, pod.waiting)
+        _fail_attempt(snap, plan, job, state, f"cannot start: {pod.waiting}", failure)
         return
     limit = job.start_timeout_seconds or snap.start_timeout
     deadline = (state.created_at or snap.now) + limit
     if snap.now >= deadline:
         why = f"did not start within {limit:g}s" + (f" ({pod.waiting})" if pod.waiting else "")
         plan.actions.append(DeletePod(job.name, state.attempt, "start timeout"))
-        _fail_attempt(snap, plan, job, state, why, None)
+        _fail_attempt(snap, plan, job, state, why, Failure("start", None, pod.waiting))
         return
     plan.wake(deadline)
     since = pod.unschedulable_since
@@ -426,7 +486,7 @@ def _pending(snap: Snapshot, plan: Plan, job: Job, state: JobState, pod: PodObse
         replace_at = since + REPLACE_UNSCHEDULABLE_AFTER_SECONDS
         if snap.now < replace_at:
             plan.wake(replace_at)
-        elif state.infra_failures < MAX_INFRA_FAILURES:
+        elif state.infra_failures < job.infra_retries:
             # Its slot's node has no room after all (filled by a pod we do not
             # count): give the node up and place the job again, no retry used.
             node = state.node
@@ -464,11 +524,14 @@ def _fail_over(
     label = f"job {job.name} attempt {state.attempt}"
     force = _may_force(snap, state, pod)
     infra = state.infra_failures + 1
-    left = pod.node_lost and not pod.node_silent and not force and infra <= MAX_INFRA_FAILURES
+    left = pod.node_lost and not pod.node_silent and not force and infra <= job.infra_retries
     if not left:
         plan.actions.append(DeletePod(job.name, state.attempt, why, force))
-    if infra > MAX_INFRA_FAILURES:
-        message = f"lost {infra} attempts to node failures (last: {node})"
+    if infra > job.infra_retries:
+        message = (
+            f"lost {infra} attempts to node failures (last: {node}); "
+            f"retryPolicy.infraRetries allows {job.infra_retries}"
+        )
         plan.set(
             job.name,
             replace(
@@ -507,11 +570,15 @@ def _place_again(
 def _apply_shutdown(snap: Snapshot, plan: Plan) -> None:
     if snap.shutdown is None:
         return
+    stop = snap.shutdown is Shutdown.STOP
+    finals = snap.dag.jobs
     for name, state in plan.jobs.items():
         if state.phase.terminal:
             continue
-        active = state.phase in (JobPhase.STARTING, JobPhase.RUNNING)
-        if active and snap.shutdown is Shutdown.STOP:
+        if stop and finals[name].finally_on is not None:
+            continue  # runs once the others have ended (if its condition holds)
+        active = state.phase in _IN_FLIGHT
+        if active and stop:
             continue  # let it finish
         if active:
             plan.actions.append(DeletePod(name, state.attempt, "terminated"))
@@ -526,20 +593,59 @@ def _apply_shutdown(snap: Snapshot, plan: Plan) -> None:
         )
 
 
+_RUNS_ON = {
+    Finally.ALWAYS: frozenset(ExecutionPhase),
+    Finally.ON_SUCCESS: frozenset({ExecutionPhase.SUCCEEDED}),
+    Finally.ON_FAILURE: frozenset({ExecutionPhase.FAILED}),
+    Finally.ON_CANCEL: frozenset({ExecutionPhase.CANCELLED}),
+}
+
+
+def _others_ended(snap: Snapshot, plan: Plan) -> bool:
+    """Have all jobs but the finally jobs ended, with no attempt still alive?"""
+    jobs = plan.jobs
+    return all(
+        jobs[name].phase.terminal and not _alive(snap, name, jobs[name])
+        for name, job in snap.dag.jobs.items()
+        if job.finally_on is None
+    )
+
+
 def _propagate(snap: Snapshot, plan: Plan) -> None:
     """Waiting jobs become Ready or Skipped; topological order makes one pass enough."""
     jobs = plan.jobs
+    ended: bool | None = None  # _others_ended, computed once if a finally job asks
     for job in snap.dag.jobs.values():
         state = jobs[job.name]
         if state.phase is JobPhase.WAITING:
+            if job.finally_on is not None:
+                if ended is None:
+                    ended = _others_ended(snap, plan)
+                if not ended:
+                    continue
+                phase, _ = outcome(snap.dag, jobs)
+                if phase not in _RUNS_ON[job.finally_on]:
+                    plan.set(
+                        job.name,
+                        replace(
+                            state,
+                            phase=JobPhase.SKIPPED,
+                            finished_at=snap.now,
+                            message=f"finally {job.finally_on.value}: the execution "
+                            f"{phase.value.lower()}",
+                        ),
+                    )
+                    continue
             # One look at each parent, no lists: most of a chain waits, every pass.
             broken = None
             done = True
             for parent in job.depends_on:
-                phase = jobs[parent].phase
-                if phase is not JobPhase.SUCCEEDED:
+                phase_ = jobs[parent].phase
+                if not phase_.done:
+                    if phase_ is JobPhase.SKIPPED and job.allow_skipped:
+                        continue
                     done = False
-                    if phase in _BROKEN:
+                    if phase_ in _BROKEN:
                         broken = parent
                         break
             if broken is not None:
@@ -553,20 +659,54 @@ def _propagate(snap: Snapshot, plan: Plan) -> None:
                     ),
                 )
             elif done:
+                if job.when is not None and not _when(snap, plan, job, state):
+                    continue
                 plan.set(job.name, replace(state, phase=JobPhase.READY, ready_at=snap.now))
         elif state.phase is JobPhase.BACKOFF and snap.now >= state.not_before:
             plan.set(job.name, replace(state, phase=JobPhase.READY, ready_at=snap.now))
+
+
+def _when(snap: Snapshot, plan: Plan, job: Job, state: JobState) -> bool:
+    """Whether the job's condition holds; if not, it is Skipped (or Failed,
+    when the condition cannot be evaluated: a mistake, not a no)."""
+    assert job.when is not None
+    try:
+        verdict = expr.truthy(
+            expr.evaluate(expr.parse(job.when), resolver(snap.dag, plan.jobs, job))
+        )
+    except expr.ExprError as exc:
+        message = f"when {job.when!r} cannot be evaluated: {exc}"
+        plan.set(
+            job.name, replace(state, phase=JobPhase.FAILED, finished_at=snap.now, message=message)
+        )
+        plan.actions.append(Emit("JobFailed", f"job {job.name}: {message}", warning=True))
+        return False
+    if not verdict:
+        plan.set(
+            job.name,
+            replace(
+                state,
+                phase=JobPhase.SKIPPED,
+                finished_at=snap.now,
+                message=f"when {job.when!r} is false",
+            ),
+        )
+        plan.actions.append(Emit("JobSkipped", f"job {job.name}: when {job.when!r} is false"))
+    return verdict
 
 
 _BROKEN = frozenset({JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
 _IN_FLIGHT = frozenset({JobPhase.STARTING, JobPhase.RUNNING})
 _PRIORITY = attrgetter("priority")
 _RESTARTABLE = frozenset({JobPhase.READY, JobPhase.BACKOFF})
+_DELETED = Failure("deleted", None, "deleted while running")
 
 
 def _start(snap: Snapshot, plan: Plan) -> None:
-    if snap.suspend or snap.shutdown is not None:
+    if snap.suspend or snap.shutdown is Shutdown.TERMINATE:
         return
+    # Stop: nothing new starts but the finally jobs.
+    only_finally = snap.shutdown is Shutdown.STOP
     alive = 0
     ready: list[Job] = []
     for job in snap.dag.jobs.values():  # _alive, inlined: this loop is per job and pass
@@ -581,6 +721,16 @@ def _start(snap: Snapshot, plan: Plan) -> None:
                 alive += 1
                 continue
         if state.phase is JobPhase.READY:
+            if only_finally and job.finally_on is None:
+                continue
+            if job.cache is not None and not state.attempt:
+                if job.name not in snap.cache:
+                    plan.lookups.append(job.name)
+                    continue
+                hit = snap.cache[job.name]
+                if hit is not None:
+                    _cached(snap, plan, job, state, hit)
+                    continue
             ready.append(job)
     free = snap.parallelism - alive
     if free <= 0:
@@ -617,19 +767,42 @@ def _start(snap: Snapshot, plan: Plan) -> None:
         plan.wake(snap.now + RECREATE_AFTER_SECONDS)
 
 
+def _cached(snap: Snapshot, plan: Plan, job: Job, state: JobState, hit: CacheHit) -> None:
+    """A cached job's earlier run is its result: no pod, its outputs reused."""
+    message = f"cached: {hit.source}"
+    plan.set(
+        job.name,
+        replace(
+            state,
+            phase=JobPhase.CACHED,
+            finished_at=snap.now,
+            exit_code=0,
+            message=message,
+            outputs=dict(hit.outputs) or None,
+        ),
+    )
+    plan.actions.append(Emit("JobCached", f"job {job.name}: {message}"))
+    plan.wake(snap.now)  # its dependents may start on the next pass
+
+
 _RERUN = frozenset({JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})
 
 
-def rerun(jobs: Mapping[str, JobState]) -> dict[str, JobState]:
+def rerun(jobs: Mapping[str, JobState], finally_jobs: Sequence[str] = ()) -> dict[str, JobState]:
     """What a retry resets: failed, skipped and cancelled jobs start over with
     a fresh retry budget and no nodes to avoid (whatever made them fail is
     taken as fixed), their attempts numbered on so pod names stay unique;
-    succeeded ones keep their results."""
-    return {
+    succeeded ones keep their results. The finally jobs run again too (once
+    per ending of the execution), if anything else does."""
+    finals = set(finally_jobs)
+    reset = {
         name: JobState(attempt=state.attempt)
         for name, state in jobs.items()
-        if state.phase in _RERUN
+        if state.phase in _RERUN and name not in finals
     }
+    if reset:
+        reset |= {name: JobState(attempt=jobs[name].attempt) for name in finals if name in jobs}
+    return reset
 
 
 # Failed jobs named in the execution's message beyond the first.
@@ -652,19 +825,38 @@ def _phase(snap: Snapshot, plan: Plan) -> tuple[ExecutionPhase, str]:
     if all(s.phase.terminal for s in states.values()) and not any(
         _alive(snap, name, s) for name, s in states.items()
     ):
-        failed = [name for name, s in states.items() if s.phase is JobPhase.FAILED]
-        if failed:
-            return ExecutionPhase.FAILED, failed_message(failed, states[failed[0]].message)
-        if any(s.phase is JobPhase.CANCELLED for s in states.values()):
+        dag = snap.dag
+        phase, failed = outcome(dag, states)
+        finals = [name for name in dag.finally_jobs if states[name].phase is JobPhase.FAILED]
+        counted = [name for name in finals if dag.jobs[name].affects_outcome]
+        if failed or counted:
+            first = (failed or counted)[0]
+            return ExecutionPhase.FAILED, failed_message([*failed, *counted], states[first].message)
+        note = f"; finally job {finals[0]} failed: {states[finals[0]].message}" if finals else ""
+        if phase is ExecutionPhase.CANCELLED:
             return (
                 ExecutionPhase.CANCELLED,
-                f"{snap.shutdown.value if snap.shutdown else 'cancel'} requested",
+                f"{snap.shutdown.value if snap.shutdown else 'cancel'} requested{note}",
             )
-        return ExecutionPhase.SUCCEEDED, f"all {len(states)} jobs succeeded"
+        return ExecutionPhase.SUCCEEDED, _succeeded(states) + note
     if snap.shutdown is not None:
         return ExecutionPhase.RUNNING, f"{snap.shutdown.value} requested; waiting for running jobs"
     if snap.suspend:
         return ExecutionPhase.SUSPENDED, "suspended: no new jobs start"
-    if any(s.attempt > 0 for s in states.values()):
+    if any(s.attempt > 0 or s.phase.terminal for s in states.values()):
         return ExecutionPhase.RUNNING, ""
     return ExecutionPhase.PENDING, ""
+
+
+def _succeeded(states: Mapping[str, JobState]) -> str:
+    counts: dict[JobPhase, int] = {}
+    for state in states.values():
+        counts[state.phase] = counts.get(state.phase, 0) + 1
+    if counts.get(JobPhase.SUCCEEDED) == len(states):
+        return f"all {len(states)} jobs succeeded"
+    shown = ", ".join(
+        f"{counts[p]} {p.value.lower()}"
+        for p in (JobPhase.SUCCEEDED, JobPhase.CACHED, JobPhase.SKIPPED)
+        if counts.get(p)
+    )
+    return f"{len(states)} jobs: {shown}"

@@ -24,7 +24,8 @@ from dagwright.core.state import JobPhase
 # The codes, two bits each. Skipped and cancelled jobs share one: both are
 # derived again from the spec (shutdown) and the upstream failures.
 _OPEN, _SUCCEEDED, _FAILED, _ENDED = 0, 1, 2, 3
-_CODE = {JobPhase.SUCCEEDED: _SUCCEEDED, JobPhase.FAILED: _FAILED}
+# A cached job is recorded as succeeded: its dependents ran on its result.
+_CODE = {JobPhase.SUCCEEDED: _SUCCEEDED, JobPhase.CACHED: _SUCCEEDED, JobPhase.FAILED: _FAILED}
 
 
 def digest(names: Sequence[str]) -> str:

@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from dagwright.core import expr
 from dagwright.core.durations import DURATION_PATTERN, parse_duration
 from dagwright.core.podspec import Model, PodSettings, Toleration
 from dagwright.core.policy import JobPolicy
@@ -56,6 +57,62 @@ class Backoff(Model):
         exponent = max(retry - 1, 0)
         # Bounded exponent: factor**exponent overflows float long before any cap matters.
         return float(min(initial * self.factor ** min(exponent, 64), cap))
+
+
+class RetryOn(StrEnum):
+    """Which failed attempts are retried (see ``core.failures`` for each kind)."""
+
+    ALWAYS = "Always"  # every failed attempt
+    ON_FAILURE = "OnFailure"  # the container exited non-zero (OOM kill included) or timed out
+    ON_ERROR = "OnError"  # the pod failed around the container: evicted, deleted, never started
+    ON_TRANSIENT = "OnTransient"  # OOM-killed, evicted, preempted/deleted, image pull, quota
+
+
+# What a retry expression may read of the failed attempt.
+RETRY_NAMES = ("exitCode", "reason", "kind", "attempt")
+
+
+class RetryPolicy(Model):
+    retry_on: RetryOn = Field(
+        RetryOn.ALWAYS, description="Which failed attempts are retried (within `retries`)."
+    )
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        None,
+        description="Retried only if this is also true, over exitCode (null when the container "
+        "never ended), reason (OOMKilled, Evicted, Error, ImagePullBackOff...), kind and "
+        "attempt, e.g. `exitCode in [137, 143]`.",
+    )
+    infra_retries: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Attempts the job may lose to the infrastructure (its node died or went "
+        "silent) before it fails; these never use `retries` (default 10).",
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            node = expr.parse(value)
+            for path in expr.paths(node):
+                if len(path.parts) != 1 or path.parts[0] not in RETRY_NAMES:
+                    raise ValueError(
+                        f"a retry expression reads only {', '.join(RETRY_NAMES)}, not {path}"
+                    )
+        return value
+
+
+class Cache(Model):
+    """Reuse the outputs of a succeeded run of the same job (same key) from
+    an earlier execution in the namespace instead of running it."""
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        None,
+        description="Templates allowed ({{item.x}}, {{jobs.a.outputs.b}}); default: a hash of "
+        "the image, command, args, env values, config and the item, resolved.",
+    )
+    max_age: Duration = Field("24h", description="Oldest result reused.")
 
 
 class Resources(Model):
@@ -93,6 +150,10 @@ class JobSettings(PodSettings):
         None, ge=0, le=100, description="Retries after the first attempt (default 3)."
     )
     backoff: Backoff | None = None
+    retry_policy: RetryPolicy | None = Field(
+        None, description="Which failures are retried; the budget for lost nodes."
+    )
+    cache: Cache | None = Field(None, description="Memoization: reuse an earlier run's outputs.")
     timeout: Duration | None = Field(None, description="Longest an attempt may run (default 5m).")
     start_timeout: Duration | None = Field(
         None,
@@ -108,7 +169,90 @@ class JobSettings(PodSettings):
         return value
 
 
-class JobSpec(JobSettings):
+OutputName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", min_length=1, max_length=63)
+]
+MAX_ITEMS = MAX_JOBS
+
+
+class Finally(StrEnum):
+    """When a finally job runs: after every other job has ended."""
+
+    ALWAYS = "Always"
+    ON_SUCCESS = "OnSuccess"
+    ON_FAILURE = "OnFailure"
+    ON_CANCEL = "OnCancel"  # cancelled with shutdown Stop (Terminate runs nothing more)
+
+
+class JobFlow(Model):
+    """What places a job in a pipeline beyond its dependencies: outputs,
+    conditions, sweeps, finally (shared by DAGExecution jobs and REST jobs)."""
+
+    outputs: list[OutputName] | None = Field(
+        None,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Names of the small values the job records (dagwright.worker.set_output, or "
+        "JSON written to $DAGWRIGHT_OUTPUTS_FILE; 4 KiB in all); later jobs read them as "
+        "{{jobs.NAME.outputs.OUTPUT}}.",
+    )
+    when: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        None,
+        description="Run only if this is true, e.g. `jobs.evaluate.outputs.accuracy > 0.9`; "
+        "otherwise the job is Skipped.",
+    )
+    allow_skipped: StrictBool | None = Field(
+        None,
+        description="Run even if dependencies were skipped (by a `when`, say): skipped ones "
+        "count as done.",
+    )
+    with_items: list[Any] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="A sweep: one job per item, named NAME-0, NAME-1...; {{item}} (or "
+        "{{item.key}}) in its settings is the item.",
+    )
+    matrix: (
+        dict[
+            Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)],
+            Annotated[list[Any], Field(min_length=1, max_length=MAX_ITEMS)],
+        ]
+        | None
+    ) = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="A sweep over every combination: {lr: [...], batch: [...]}; {{item.lr}}.",
+    )
+    finally_: Finally | None = Field(
+        None,
+        alias="finally",
+        description="A finally job: runs once the other jobs have ended (Always, OnSuccess, "
+        "OnFailure, OnCancel), with $DAGWRIGHT_EXECUTION_PHASE and $DAGWRIGHT_FAILED_JOBS.",
+    )
+    affects_outcome: StrictBool | None = Field(
+        None, description="A finally job whose failure fails the execution (default: it does not)."
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _when_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            expr.parse(value)
+        return value
+
+    @field_validator("matrix")
+    @classmethod
+    def _scalars(cls, value: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        for key, values in (value or {}).items():
+            for v in values:
+                if isinstance(v, dict | list):
+                    raise ValueError(f"matrix.{key}: values are numbers, strings or booleans")
+        return value
+
+
+class JobSpec(JobSettings, JobFlow):
     name: DnsLabel = Field(description="Unique name of the job within the DAG (a DNS label).")
     # No schema default: a default is stored in every job of every object,
     # and 10,000-job DAGs must stay well under etcd's object size limit.

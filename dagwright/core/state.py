@@ -15,14 +15,17 @@ class JobPhase(StrEnum):
     BACKOFF = "Backoff"  # failed attempt; next attempt after a delay
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"  # retries exhausted
-    SKIPPED = "Skipped"  # an upstream job failed or was cancelled
+    SKIPPED = "Skipped"  # an upstream job failed or was cancelled, or its `when` was false
     CANCELLED = "Cancelled"
+    CACHED = "Cached"  # an earlier execution's run of it was reused (no pod)
 
-    # A plain attribute, not a property: read for every job on every pass.
+    # Plain attributes, not properties: read for every job on every pass.
     terminal: bool
+    done: bool  # succeeded, or its result reused: dependents may start
 
     def __init__(self, value: str) -> None:
-        self.terminal = value in ("Succeeded", "Failed", "Skipped", "Cancelled")
+        self.terminal = value in ("Succeeded", "Failed", "Skipped", "Cancelled", "Cached")
+        self.done = value in ("Succeeded", "Cached")
 
 
 class ExecutionPhase(StrEnum):
@@ -67,6 +70,8 @@ class JobState:
     # delete would kill a run that is fine. If it ends well after all, that
     # is the job's result; the next attempt waits until it is gone.
     left_running: bool = False
+    # The outputs of the attempt that succeeded (or of the cached run).
+    outputs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Compact: fields at their default are left out (10,000 of these live in Redis)."""
@@ -146,6 +151,8 @@ class PodObservation:
     # The pod is gone; this is its last state as the deletion reported it (a
     # pod deleted before we saw it run may have run: its phase says so).
     removed: bool = False
+    # The container's termination message: the job's outputs, as JSON.
+    message: str = ""
 
     @property
     def alive(self) -> bool:

@@ -49,6 +49,7 @@ class JobCounts(Model):
     failed: int = 0
     skipped: int = 0
     cancelled: int = 0
+    cached: int = 0
 
 
 class JobRecord(Model):

@@ -16,13 +16,14 @@ from dagwright.core.spec import (
     MAX_JOBS,
     DAGExecutionSpec,
     DnsLabel,
+    JobFlow,
     JobSettings,
     Priority,
 )
 from dagwright.names import API_VERSION, DISPLAY_NAME_ANNOTATION, EXECUTION_KIND, WORKFLOW_LABEL
 
 
-class ExecuteJob(JobSettings):
+class ExecuteJob(JobSettings, JobFlow):
     """A job as the seed's clients send it; any DAGExecution job field may be added."""
 
     id: DnsLabel = Field(description="Unique id of the job in the workflow (a DNS label).")

@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dagwright.core import expr, inputs
 from dagwright.core.graph import Dag, Job, merge_resources, resources_of
 from dagwright.core.placement import (
     BASELINE,
@@ -122,9 +123,16 @@ class Effects:
         checkpoints = await self.ctx.store.checkpoints(self.owner.uid, [a.job for a in starts])
         for action in starts:
             name = pod_name(self.owner, action.job, action.attempt)
+            try:
+                # Templates read upstream outputs: resolved now, as it starts.
+                job = inputs.render(dag, plan.jobs, dag.jobs[action.job])
+            except expr.ExprError as exc:
+                self._refuse(action.job, action.attempt, f"cannot resolve: {exc}", final=True)
+                self.wakeup.set()
+                continue
             task = asyncio.create_task(
                 self._start(
-                    dag.jobs[action.job],
+                    job,
                     action,
                     pools,
                     epoch,

@@ -42,6 +42,9 @@ TOKEN_VOLUME = "dagwright-token"
 TOKEN_DIR = "/var/run/secrets/dagwright"
 CONFIG_VOLUME = "dagwright-config"
 CONFIG_DIR = "/etc/dagwright"
+# A job's outputs: JSON written to its termination message file, which the
+# kubelet copies into the pod's status when the container ends (4 KiB at most).
+OUTPUTS_FILE = "/dev/termination-log"
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,10 @@ def build_pod(
         "env": env,
         "securityContext": _container_security(pod.container_security_context),
     }
+    if job.outputs:
+        env.append({"name": PodEnv.OUTPUTS_FILE, "value": OUTPUTS_FILE})
+        container["terminationMessagePath"] = OUTPUTS_FILE
+        container["terminationMessagePolicy"] = "File"
     if pod.env_from:
         container["envFrom"] = [source.manifest() for source in pod.env_from]
     if pod.working_dir:
@@ -345,6 +352,7 @@ def observe(pod: dict[str, Any], removed: bool = False) -> PodObservation | None
     finished: float | None = None
     reason = status.get("reason") or ""
     waiting = ""
+    message = ""
     for container in status.get("containerStatuses") or []:
         if container.get("name") != "job":
             continue
@@ -354,6 +362,7 @@ def observe(pod: dict[str, Any], removed: bool = False) -> PodObservation | None
             exit_code = terminated.get("exitCode")
             finished = parse_time(terminated.get("finishedAt"))
             reason = reason or terminated.get("reason") or ""
+            message = terminated.get("message") or ""
         elif state.get("waiting"):
             waiting = _why(state["waiting"])
     unschedulable: float | None = None
@@ -381,4 +390,5 @@ def observe(pod: dict[str, Any], removed: bool = False) -> PodObservation | None
         name=meta.get("name") or "",
         uid=meta.get("uid") or "",
         removed=removed,
+        message=message,
     )

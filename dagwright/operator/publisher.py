@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from dagwright.core import status as report
+from dagwright.core import sweeps
 from dagwright.core.graph import Dag
 from dagwright.core.reconcile import Plan
 from dagwright.core.spec import DAGExecutionSpec
@@ -130,7 +131,7 @@ class Publisher:
         if self.started_at is None and plan.phase is not ExecutionPhase.PENDING:
             self.started_at = now
         status = report.summarize(
-            names=[j.name for j in spec.jobs],
+            names=sweeps.names((self.body.get("spec") or {}).get("jobs") or []),
             jobs=plan.jobs,
             phase=plan.phase,
             message=plan.message,

@@ -19,11 +19,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from dagwright.core import attempts, record
+from dagwright.core import attempts, inputs, record, sweeps
+from dagwright.core.durations import parse_duration
+from dagwright.core.expr import ExprError
 from dagwright.core.graph import Dag, build_dag
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import (
+    CacheHit,
     DeletePod,
+    Plan,
     Snapshot,
     StartPod,
     collect_pods,
@@ -32,7 +36,7 @@ from dagwright.core.reconcile import (
     start_admitted,
 )
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.core.state import ENDED_PHASES, JobState, PodObservation, PodPhase
+from dagwright.core.state import ENDED_PHASES, JobPhase, JobState, PodObservation, PodPhase
 from dagwright.errors import FencedOut, InvalidDag
 from dagwright.operator import logfields, metrics
 from dagwright.operator.admission import Admitter
@@ -90,6 +94,8 @@ class ExecutionRunner:
         self.computed = 0.0  # seconds the last pass spent computing
         self.warned: set[str] = set()  # Warning events already sent (bad metadata)
         self.beats: dict[AttemptKey, float] = {}  # last heartbeat seen of running attempts
+        # Cached jobs looked up: a hit, or None for a miss.
+        self.cache: dict[str, CacheHit | None] = {}
 
     # --- ownership -------------------------------------------------------
 
@@ -282,8 +288,13 @@ class ExecutionRunner:
             execution=self.key,
             recorded=self.publisher.recorded,
             start_timeout=self.ctx.settings.job_start_timeout_seconds,
+            cache=self.cache,
         )
         plan = reconcile(snap)
+        if plan.lookups:
+            await self._look_up(dag, plan, now)
+            snap = replace(snap, cache=dict(self.cache))
+            plan = start_admitted(snap, plan)
         self.effects.settle(plan)
         self.computed = time.perf_counter() - computing
         metrics.PASS_SECONDS.observe(self.computed)
@@ -309,6 +320,7 @@ class ExecutionRunner:
             )
             if any(isinstance(a, StartPod) for a in plan.actions):
                 failpoint(self.ctx.settings, "after-save")
+        await self._remember_cached(dag, plan, now)
         if finished:  # recorded once their end is persisted
             metrics.count_outcomes(finished)
             await self.ctx.store.record_attempts(
@@ -342,6 +354,55 @@ class ExecutionRunner:
             return True, None
         wake_at = min(t for t in (plan.wake_at, retry_publish_at, float("inf")) if t is not None)
         return False, None if wake_at == float("inf") else wake_at
+
+    async def _look_up(self, dag: Dag, plan: Plan, now: float) -> None:
+        """Find the earlier runs of the cached jobs the plan asks about."""
+        keyed: dict[str, str] = {}
+        for name in plan.lookups:
+            try:
+                keyed[name] = inputs.cache_key(dag, plan.jobs, dag.jobs[name])
+            except ExprError:
+                self.cache[name] = None  # it fails as it starts, saying why
+        found = await self.ctx.store.cached(self.owner.namespace, list(keyed.values()))
+        for name, entry in zip(keyed, found, strict=True):
+            job = dag.jobs[name]
+            assert job.cache is not None
+            fresh = entry is not None and now - float(entry.get("at", 0)) <= parse_duration(
+                job.cache.max_age
+            )
+            outputs = (entry or {}).get("outputs") or {}
+            usable = fresh and isinstance(outputs, dict) and set(job.outputs) <= set(outputs)
+            self.cache[name] = (
+                CacheHit(
+                    {k: outputs[k] for k in job.outputs},
+                    f"execution {entry.get('execution')} job {entry.get('job')}",
+                )
+                if usable and entry is not None
+                else None
+            )
+
+    async def _remember_cached(self, dag: Dag, plan: Plan, now: float) -> None:
+        """Record the runs of cached jobs that succeeded in this pass."""
+        entries = []
+        for name in plan.changed:
+            job, state = dag.jobs[name], plan.jobs[name]
+            if job.cache is None or state.phase is not JobPhase.SUCCEEDED:
+                continue
+            if self.states is not None and self.states.get(name, state).phase is JobPhase.SUCCEEDED:
+                continue
+            try:
+                key = inputs.cache_key(dag, plan.jobs, job)
+            except ExprError:
+                continue
+            entry = {
+                "outputs": state.outputs or {},
+                "at": now,
+                "execution": f"{self.owner.namespace}/{self.owner.name}",
+                "job": name,
+            }
+            entries.append((key, entry, int(parse_duration(job.cache.max_age))))
+        if entries:
+            await self.ctx.store.cache(self.owner.namespace, entries)
 
     async def _add_heartbeats(
         self, pods: dict[AttemptKey, PodObservation], unfinished: Iterable[AttemptKey]
@@ -378,7 +439,7 @@ class ExecutionRunner:
         # status record (never the status's phases, a report) are the record.
         assert self.spec is not None
         outcomes = record.decode(
-            [j.name for j in self.spec.jobs],
+            sweeps.names(_plain(self.body["spec"]).get("jobs") or []),
             (self.body.get("status") or {}).get("record"),
             cancelled=self.spec.shutdown is not None,
         )
@@ -395,7 +456,8 @@ class ExecutionRunner:
         longer expiring) while it runs. Persisted before the status says so:
         an owner taking over in between resets only jobs that ended again."""
         assert self.states is not None
-        reset = rerun(self.states)
+        assert self.dag is not None
+        reset = rerun(self.states, self.dag.finally_jobs)
         if reset:
             await self.ctx.store.save(self.owner.uid, epoch, reset)
             self.states = {**self.states, **reset}
@@ -442,7 +504,7 @@ def retry_pending(body: Mapping[str, Any]) -> bool:
 
 def _job_names(body: Mapping[str, Any]) -> list[str]:
     jobs = (body.get("spec") or {}).get("jobs") or []
-    return [str(j.get("name")) for j in jobs if isinstance(j, Mapping)]
+    return sweeps.names(jobs) if isinstance(jobs, list) else []
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,10 @@ Per WorkerPool (see ``slots.py``):
 - ``dw:hexp:{pool}``   ZSET member -> expiry ms of its held slot
 - ``dw:used:{pool}``   HASH node -> held slots on it
 
+Per namespace: ``dw:cache:{namespace}:{key}`` the outputs of a cached
+job's succeeded run, found by its cache key (``core.inputs.cache_key``),
+expiring after its ``maxAge``.
+
 Cluster-wide: ``dw:operator:{instance}`` (an operator's heartbeat),
 ``dw:worker:{id}`` (a worker registered over REST), ``dw:queue:paused`` (the
 pause switch); channels ``dw:queue`` (paused/resumed) and ``dw:slots-freed``
@@ -95,6 +99,10 @@ def heartbeat(uid: str, job: str) -> str:
 
 
 # --- per pool ----------------------------------------------------------------------
+
+
+def cache(namespace: str, key: str) -> str:
+    return f"dw:cache:{namespace}:{key}"
 
 
 def queue(pool: str) -> str:

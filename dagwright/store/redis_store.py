@@ -203,6 +203,20 @@ class Store:
             job: [json.loads(v) for v in values] for job, values in zip(jobs, lists, strict=True)
         }
 
+    async def cached(self, namespace: str, cache_keys: list[str]) -> list[dict[str, Any] | None]:
+        """The entries of cached jobs' runs, by key (None: none), in one round trip."""
+        if not cache_keys:
+            return []
+        found = await self.redis.mget([keys.cache(namespace, k) for k in cache_keys])
+        return [json.loads(raw) if raw else None for raw in found]
+
+    async def cache(self, namespace: str, entries: list[tuple[str, dict[str, Any], int]]) -> None:
+        """Record succeeded runs of cached jobs: (key, entry, seconds to keep it)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, entry, ttl in entries:
+                pipe.set(keys.cache(namespace, key), json.dumps(entry), ex=max(int(ttl), 1))
+            await pipe.execute()
+
     async def keep_log(self, uid: str, job: str, attempt: int, text: str, ttl_seconds: int) -> None:
         """Keep a failed attempt's log tail (its pod may be collected)."""
         await self.redis.set(keys.log(uid, job, attempt), text, ex=ttl_seconds)

@@ -9,6 +9,7 @@ for step in range(start.step + 1 if start else 0, steps):
     worker.report_progress(step + 1, steps)
     if worker.stopping():                    # SIGTERM: node drain, cancel, failover
         break
+worker.set_output("model_uri", f"s3://models/{run_id}")   # declared in the job's outputs
 """
 
 from dagwright.worker.report import ReportError
@@ -17,8 +18,10 @@ from dagwright.worker.sdk import (
     attempt,
     config,
     latest_checkpoint,
+    outputs,
     report_progress,
     save_checkpoint,
+    set_output,
     stopping,
 )
 
@@ -28,7 +31,9 @@ __all__ = [
     "attempt",
     "config",
     "latest_checkpoint",
+    "outputs",
     "report_progress",
     "save_checkpoint",
+    "set_output",
     "stopping",
 ]

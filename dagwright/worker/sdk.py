@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from dagwright.names import PodEnv
+from dagwright.names import MAX_OUTPUT_BYTES, PodEnv
 from dagwright.worker.env import JobEnv
 from dagwright.worker.report import ReportError, Reports
 
@@ -90,6 +90,53 @@ def save_checkpoint(path: str, step: int | None = None) -> bool:
     log.warning("checkpoint %s not recorded: a newer attempt of the job runs", path)
     _stop_requested = True
     return False
+
+
+# Outputs set outside dagwright (no $DAGWRIGHT_OUTPUTS_FILE): kept here, for tests.
+_outputs: dict[str, Any] = {}
+
+
+def set_output(name: str, value: Any) -> None:
+    """Record the output ``name`` (declared in the job's ``outputs``) as
+    ``value``: a string, number, boolean, null, or a small JSON list or
+    object (all of a job's outputs together: 4 KiB). Only the attempt that
+    succeeds counts; later jobs read it as ``{{jobs.JOB.outputs.NAME}}``.
+
+    Written as one JSON object to ``$DAGWRIGHT_OUTPUTS_FILE`` (the pod's
+    termination message: the kubelet copies it into the pod's status when
+    the container ends). Raises ValueError for a value JSON cannot carry or
+    outputs over the size limit."""
+    path = os.environ.get(PodEnv.OUTPUTS_FILE)
+    current = dict(_outputs)
+    if path and os.path.exists(path):
+        with open(path) as existing:
+            text = existing.read()
+        if text.strip():
+            try:
+                loaded = json.loads(text)
+            except ValueError:
+                loaded = {}
+            if isinstance(loaded, dict):
+                current = loaded
+    current[name] = value
+    text = json.dumps(current, separators=(",", ":"), allow_nan=False)
+    if len(text.encode()) > MAX_OUTPUT_BYTES:
+        raise ValueError(
+            f"outputs take {len(text.encode())} bytes, more than {MAX_OUTPUT_BYTES}: "
+            "keep large artifacts in your storage and output their URIs"
+        )
+    _outputs[name] = value
+    if path:
+        # In place: the termination message file is a bind mount, not replaceable.
+        with open(path, "w") as out:
+            out.write(text)
+    else:
+        log.info("output %s = %s (outside dagwright: not recorded)", name, text)
+
+
+def outputs() -> dict[str, Any]:
+    """The outputs set so far by this process."""
+    return dict(_outputs)
 
 
 def report_progress(done: float, total: float | None = None, message: str = "") -> None:

@@ -37,6 +37,7 @@ def test_a_summary_counts_jobs_and_records_the_finished_ones() -> None:
         "failed": 0,
         "skipped": 0,
         "cancelled": 0,
+        "cached": 0,
     }
     assert body["startedAt"] == "1970-01-01T00:00:10Z"
     assert body["finishedAt"] is None  # sent as null: the patch clears it

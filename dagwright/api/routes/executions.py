@@ -57,7 +57,7 @@ async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreat
             502, "the API could not read the WorkerPools and JobTemplates", error_message(exc)
         ) from exc
     try:
-        build_dag(spec, pools, templates, svc.settings.job_policy)
+        dag = build_dag(spec, pools, templates, svc.settings.job_policy)
     except InvalidDag:
         raise  # a 422 listing every problem (api/errors.py), not a Failed object later
     except ValueError as exc:
@@ -76,7 +76,7 @@ async def execute(body: ExecuteRequest, svc: Svc, caller: Who) -> ExecutionCreat
         execution_id=name,
         namespace=namespace,
         workflow_id=body.workflow_id,
-        jobs=len(spec.jobs),
+        jobs=len(dag.jobs),
     )
 
 

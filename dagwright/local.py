@@ -1,7 +1,10 @@
-"""``dagwright run FILE --local``: the DAG's commands as local processes,
-scheduled by the same core (dependency order, parallelism, retries with
-backoff, timeouts) the operator uses, so a pipeline can be debugged on a
-laptop without a cluster. Images, pools and resources are ignored."""
+"""``dagwright run FILE --local`` (and ``Pipeline.run_local()``): the DAG's
+commands as local processes, scheduled by the same core the operator uses
+(dependency order, parallelism, retries and their policies, timeouts,
+conditions, finally jobs, outputs, sweeps, caching), so a pipeline can be
+debugged on a laptop without a cluster. Images, pools and resources are
+ignored; outputs are read from $DAGWRIGHT_OUTPUTS_FILE when a job ends; the
+cache lives in ``$XDG_CACHE_HOME/dagwright/memo`` (``~/.cache/...``)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,37 @@ from typing import IO
 
 from rich.console import Console
 
-from dagwright.cli.view import PHASE_STYLE
+from dagwright.core import expr, inputs
+from dagwright.core.durations import parse_duration
 from dagwright.core.graph import Dag, Job
-from dagwright.core.reconcile import DeletePod, Plan, Snapshot, StartPod, reconcile
+from dagwright.core.reconcile import (
+    CacheHit,
+    DeletePod,
+    Plan,
+    Refusal,
+    Snapshot,
+    StartPod,
+    reconcile,
+)
 from dagwright.core.spec import DAGExecutionSpec
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
 from dagwright.names import PodEnv
+
+PHASE_STYLE = {
+    "Succeeded": "green",
+    "Cached": "green",
+    "Failed": "red",
+    "Cancelled": "yellow",
+    "Skipped": "yellow",
+    "Running": "cyan",
+    "Backoff": "magenta",
+    "Suspended": "yellow",
+}
+
+
+def memo_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "dagwright" / "memo"
 
 
 @dataclass
@@ -29,7 +57,9 @@ class Attempt:
     log: Path
     out: IO[bytes]
     started_at: float
+    outputs: Path | None = None
     finished_at: float | None = None
+    message: str = ""
 
     def poll(self) -> int | None:
         return self.process.poll() if self.process is not None else 127
@@ -45,6 +75,9 @@ class LocalRun:
     tick: float = 0.05
     jobs: dict[str, JobState] = field(default_factory=dict)
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
+    refused: dict[tuple[str, int], Refusal] = field(default_factory=dict)
+    cache: dict[str, CacheHit | None] = field(default_factory=dict)
+    memo: Path = field(default_factory=memo_dir)
 
     def command_line(self, job: Job) -> list[str]:
         line = [*(job.command or []), *(job.args or [])]
@@ -56,7 +89,11 @@ class LocalRun:
         key = (action.job, action.attempt)
         if key in self.attempts:  # asked again for the same attempt: it exists (as a 409 would say)
             return
-        job = self.dag.jobs[action.job]
+        try:
+            job = inputs.render(self.dag, self.jobs, self.dag.jobs[action.job])
+        except expr.ExprError as exc:
+            self.refused[key] = Refusal(f"cannot resolve: {exc}", final=True)
+            return
         # (A valueFrom names a Secret or a field of a pod: there is none here.)
         env = {**os.environ, **{e.name: e.value for e in job.env if e.value is not None}}
         env |= {
@@ -66,6 +103,10 @@ class LocalRun:
             PodEnv.ATTEMPT: str(action.attempt),
         }
         log = self.workdir / f"{job.name}-{action.attempt}.log"
+        outputs = None
+        if job.outputs:
+            outputs = self.workdir / f"{job.name}-{action.attempt}.outputs.json"
+            env[PodEnv.OUTPUTS_FILE] = str(outputs)
         if job.config is not None:
             env[PodEnv.CONFIG] = json.dumps(job.config)
             config_file = self.workdir / f"{job.name}-{action.attempt}.config.json"
@@ -80,7 +121,7 @@ class LocalRun:
         except OSError as exc:  # a failed attempt (exit 127), as a missing binary in an image
             out.write(f"cannot start: {exc}\n".encode())
             out.flush()
-        self.attempts[key] = Attempt(process, log, out, time.time())
+        self.attempts[key] = Attempt(process, log, out, time.time(), outputs)
 
     def _stop(self, action: DeletePod) -> None:
         attempt = self.attempts.pop((action.job, action.attempt), None)
@@ -105,6 +146,8 @@ class LocalRun:
                 if attempt.finished_at is None:
                     attempt.finished_at = time.time()
                     attempt.out.close()
+                    if attempt.outputs is not None and attempt.outputs.exists():
+                        attempt.message = attempt.outputs.read_text(errors="replace")
                 phase = PodPhase.SUCCEEDED if code == 0 else PodPhase.FAILED
             pods[(job, number)] = PodObservation(
                 job=job,
@@ -114,6 +157,7 @@ class LocalRun:
                 finished_at=attempt.finished_at,
                 exit_code=code,
                 node="local",
+                message=attempt.message,
             )
         return pods
 
@@ -139,9 +183,15 @@ class LocalRun:
                 parallelism=self.spec.parallelism,
                 suspend=False,
                 shutdown=self.spec.shutdown,
+                refused=self.refused,
+                cache=self.cache,
             )
             plan = reconcile(snap)
+            if plan.lookups:
+                self._look_up(plan)
+                continue
             self._report(self.jobs, plan)
+            self._remember(plan)
             self.jobs = plan.jobs
             for action in plan.actions:
                 if isinstance(action, DeletePod):
@@ -155,6 +205,45 @@ class LocalRun:
                 return plan.phase
             wake = plan.wake_at if plan.wake_at is not None else now + 1.0
             time.sleep(max(0.0, min(wake - now, self.tick)))
+
+    def _look_up(self, plan: Plan) -> None:
+        now = time.time()
+        for name in plan.lookups:
+            job = self.dag.jobs[name]
+            assert job.cache is not None
+            self.cache[name] = None
+            try:
+                path = self.memo / f"{inputs.cache_key(self.dag, plan.jobs, job)}.json"
+                entry = json.loads(path.read_text())
+            except (expr.ExprError, OSError, ValueError):
+                continue
+            fresh = now - float(entry.get("at", 0)) <= parse_duration(job.cache.max_age)
+            outputs = entry.get("outputs") or {}
+            if fresh and isinstance(outputs, dict) and set(job.outputs) <= set(outputs):
+                source = f"local run {entry.get('execution')} job {entry.get('job')}"
+                self.cache[name] = CacheHit({k: outputs[k] for k in job.outputs}, source)
+
+    def _remember(self, plan: Plan) -> None:
+        """Record the runs of cached jobs that succeeded."""
+        for name in plan.changed:
+            job, state = self.dag.jobs[name], plan.jobs[name]
+            before = self.jobs.get(name)
+            if job.cache is None or state.phase is not JobPhase.SUCCEEDED:
+                continue
+            if before is not None and before.phase is JobPhase.SUCCEEDED:
+                continue
+            try:
+                key = inputs.cache_key(self.dag, plan.jobs, job)
+            except expr.ExprError:
+                continue
+            self.memo.mkdir(parents=True, exist_ok=True)
+            entry = {
+                "outputs": state.outputs or {},
+                "at": time.time(),
+                "execution": self.name,
+                "job": name,
+            }
+            (self.memo / f"{key}.json").write_text(json.dumps(entry))
 
     def _close(self) -> None:
         for attempt in self.attempts.values():
