@@ -19,6 +19,12 @@ sys.path.insert(0, str(REPO / "examples"))
 import hpo_pipeline  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local runs keep their cache under $XDG_CACHE_HOME: the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 def test_operators_write_dependencies_and_references_imply_them() -> None:
     with Pipeline("p", image="x") as p:
         a = Job("a", outputs=["uri"])
