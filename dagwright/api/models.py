@@ -117,6 +117,9 @@ class JobDetail(ApiModel):
     progress: Any = Field(None, description="The last progress the job's runtime reported.")
     checkpoint_step: int | None = None
     checkpoint_path: str | None = None
+    outputs: dict[str, Any] | None = Field(
+        None, description="The outputs of the attempt that succeeded (or of the cached run)."
+    )
     attempts: list[AttemptRecord] = Field(
         default_factory=list, description="Its ended attempts, oldest first (the last 20)."
     )

@@ -16,7 +16,7 @@ from dagwright.local import PHASE_STYLE
 
 def finished(status: dict[str, Any]) -> tuple[int, int]:
     counts = status.get("counts") or {}
-    done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "skipped", "cancelled"))
+    done = sum(counts.get(k, 0) for k in ("succeeded", "cached", "failed", "skipped", "cancelled"))
     return done, int(counts.get("total", 0))
 
 

@@ -180,6 +180,7 @@ def build_dag(
     jobs: dict[str, Job] = {}
     checked: dict[tuple[int, int, frozenset[str]], list[str]] = {}
     reserved_in: dict[int, list[str]] = {}  # by pod settings object: most jobs share one
+    templated: dict[tuple[int, int, int], bool] = {}  # the same, for templates
     for job in expanded.jobs:
         if job.name in job.depends_on:
             problems.append(f"job {job.name!r} depends on itself")
@@ -209,6 +210,7 @@ def build_dag(
             order.get(job.name, -1),
             expanded.sweep_of.get(job.name),
             expanded.items.get(job.name),
+            templated,
         )
         pod_id = id(resolved.pod)
         if pod_id not in reserved_in:
@@ -323,6 +325,7 @@ def _resolve(
     index: int,
     sweep: str | None = None,
     item: Any = None,
+    memo: dict[tuple[int, int, int], bool] | None = None,
 ) -> Job:
     """The job with its template's and the execution's defaults applied."""
     layers = (defaults, template, job) if template is not None else (defaults, job)
@@ -337,7 +340,8 @@ def _resolve(
     requires = last("requires")
     retry_policy: RetryPolicy = last("retry_policy") or DEFAULT_RETRY_POLICY
     pod = merge(*layers)
-    command, args = _tuple(last("command")), _tuple(last("args"))
+    raw_command, raw_args = last("command"), last("args")
+    command, args = _tuple(raw_command), _tuple(raw_args)
     cache: Cache | None = last("cache")
     return Job(
         name=job.name,
@@ -366,8 +370,28 @@ def _resolve(
         cache=cache,
         sweep=sweep,
         item=item,
-        templated=references.templated(command, args, pod, job.config),
+        templated=_templated(raw_command, raw_args, pod, job.config, memo),
     )
+
+
+def _templated(
+    command: Sequence[str] | None,
+    args: Sequence[str] | None,
+    pod: PodSettings,
+    config: Mapping[str, Any] | None,
+    memo: dict[tuple[int, int, int], bool] | None,
+) -> bool:
+    """Whether the job holds templates, asked once per combination of
+    settings objects in a build (most jobs share the defaults')."""
+    if config is not None and references.templated(None, None, PodSettings(), config):
+        return True
+    if memo is None:
+        return references.templated(command, args, pod, None)
+    key = (id(command), id(args), id(pod))
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = references.templated(command, args, pod, None)
+    return found
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:

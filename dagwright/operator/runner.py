@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -504,7 +504,7 @@ def retry_pending(body: Mapping[str, Any]) -> bool:
 
 def _job_names(body: Mapping[str, Any]) -> list[str]:
     jobs = (body.get("spec") or {}).get("jobs") or []
-    return sweeps.names(jobs) if isinstance(jobs, list) else []
+    return sweeps.names(list(jobs)) if isinstance(jobs, Sequence) else []
 
 
 def _plain(value: Any) -> Any:

@@ -9,6 +9,8 @@ import base64
 import os
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +41,29 @@ def _answer(response: httpx.Response) -> str:
     return str(body)
 
 
+def patient(call: Callable[[], httpx.Response], tries: int = 10) -> httpx.Response:
+    """The response, after waiting out 429s (the API's rate limit) as told."""
+    for _ in range(tries - 1):
+        response = call()
+        if response.status_code != 429:
+            return response
+        try:
+            wait = float(response.headers.get("Retry-After", "1"))
+        except ValueError:
+            wait = 1.0
+        time.sleep(min(max(wait, 0.1), 30.0))
+    return call()
+
+
 class Rest:
     def __init__(self, url: str, token: str | None, verify: bool | str):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, verify=verify)
 
     def status(self, name: str, namespace: str) -> dict[str, Any]:
-        response = self.http.get(f"/execute/{name}", params={"namespace": namespace})
+        response = patient(
+            lambda: self.http.get(f"/execute/{name}", params={"namespace": namespace})
+        )
         if response.status_code >= 400:
             raise SubmitError(f"{response.status_code}: {_answer(response)}")
         result: dict[str, Any] = response.json()
@@ -71,7 +89,7 @@ def submit_rest(
         if key in spec:
             body[key] = spec[key]
     client = Rest(url, token, verify)
-    response = client.http.post("/execute", json=body)
+    response = patient(lambda: client.http.post("/execute", json=body))
     if response.status_code >= 400:
         raise SubmitError(f"{response.status_code}: {_answer(response)}")
     created = response.json()

@@ -233,6 +233,9 @@ def test_expressions() -> None:
     assert ev("-1.5 < a") is True
     with pytest.raises(expr.ExprError, match="cannot compare"):
         ev("s > 1")
+    # A literal {{ is written {{ '{{' }}: a Go template in an argument stays one.
+    dag = dag_of({"name": "a", "args": ["--format={{ '{{' }}.Name}}"]})
+    assert inputs.render(dag, {"a": JobState()}, dag.jobs["a"]).args == ("--format={{.Name}}",)
 
 
 # --- outputs, conditions, argmax ---------------------------------------------

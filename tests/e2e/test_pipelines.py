@@ -322,8 +322,14 @@ async def test_a_resubmitted_pipeline_reruns_nothing_that_is_cached(
     async with httpx.AsyncClient(
         base_url=api, headers={"Authorization": f"Bearer {API_TOKEN}"}
     ) as http:
-        jobs = (await http.get(f"/execute/cache-two/jobs?namespace={namespace}")).json()["items"]
+        answer = await http.get(f"/execute/cache-two/jobs?namespace={namespace}")
+        if answer.status_code == 429:  # the API's rate limit, shared by the session's tests
+            await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+            answer = await http.get(f"/execute/cache-two/jobs?namespace={namespace}")
+        assert answer.status_code == 200, answer.text
+        jobs = answer.json()["items"]
     prep = next(j for j in jobs if j["name"] == "prep")
     assert prep["phase"] == "Cached"
+    assert prep["outputs"] == {"data": "s3://clean/v1"}
     assert "execution" in prep["message"]
     assert "cache-one" in prep["message"]

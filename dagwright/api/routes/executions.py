@@ -239,6 +239,7 @@ def _job(
         progress=(beat or {}).get("progress"),
         checkpoint_step=(checkpoint or {}).get("step"),
         checkpoint_path=(checkpoint or {}).get("path"),
+        outputs=state.outputs,
         attempts=[AttemptRecord.model_validate(r) for r in records],
     )
 
