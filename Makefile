@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps install binaries lint format typecheck test unit demo bench crds clean constraints
+.PHONY: help deps install binaries lint format typecheck test unit demo bench crds clean constraints console screenshots
 
 help:
 	@echo "make demo   - local cluster + Redis + operator + API, runs examples/training-pipeline.yaml"
@@ -39,6 +39,15 @@ lint: install
 	$(VENV)/bin/ruff format --check dagwright tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile worker-image/Dockerfile
+	hack/check-console.sh
+
+# The web console's TypeScript, compiled into the package (the build is committed).
+console:
+	cd console && npm ci --no-audit --no-fund --loglevel=error && node_modules/.bin/tsc -p .
+
+# The README's console screenshots, taken by the browser tests.
+screenshots: install binaries
+	DAGWRIGHT_SCREENSHOTS=docs/console $(VENV)/bin/pytest tests/e2e/test_console.py $(PYTEST_ARGS)
 
 format: install
 	$(VENV)/bin/ruff format dagwright tests bench

@@ -9,6 +9,8 @@ fi
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+# The web console's browser tests drive Debian's Chromium (never a download).
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
   echo "dagwright: please install: ${missing[*]}" >&2

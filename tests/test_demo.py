@@ -29,3 +29,4 @@ async def test_demo_runs_the_example_to_success() -> None:
         assert f"[{n}/5]" in text
     assert "training-pipeline Succeeded" in text
     assert "all 7 jobs succeeded" in text
+    assert "web console: http://127.0.0.1:" in text

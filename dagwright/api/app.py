@@ -21,12 +21,16 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from kubernetes_asyncio import client
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from swagger_ui_bundle import swagger_ui_path
 
 from dagwright.api import errors, metrics
 from dagwright.api.deps import Services
 from dagwright.api.limits import BodyLimit, RateLimiter, client_key
-from dagwright.api.routes import attempts, executions, health, queue, workers
+from dagwright.api.routes import attempts, console, executions, health, live, pools, queue, workers
 from dagwright.api.settings import ApiSettings
 from dagwright.errors import AuthError
 from dagwright.kube.client import new_api_client
@@ -40,12 +44,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        # A pooled connection that died with a Redis restart fails its next
+        # command: retried on a fresh connection, the caller never sees it.
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+        )
         api = kube or await new_api_client()
         app.state.services = Services(settings, redis, api)
         try:
             yield
         finally:
+            await app.state.services.feed.close()
             await redis.aclose()
             if kube is None:
                 await api.close()
@@ -71,9 +84,10 @@ def create_app(
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
 
-    for routes in (executions, queue, workers, attempts, health):
+    for routes in (executions, queue, pools, workers, attempts, live, health):
         app.include_router(routes.router)
     errors.install(app)
+    console.install(app)
 
     limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
 

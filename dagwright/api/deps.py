@@ -3,18 +3,54 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Path, Query, Request
 from kubernetes_asyncio import client
 
 from dagwright.api.auth import Attempt, Authenticator, Caller
+from dagwright.api.feed import ExecutionFeed
 from dagwright.api.models import problems
 from dagwright.api.settings import PREFIX, ApiSettings
 from dagwright.core.spec import DNS_LABEL
 from dagwright.names import GROUP
 from dagwright.store.redis_store import Store
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """An execution's jobs and dependencies: fixed for a generation of its spec."""
+
+    names: list[str]
+    deps: list[list[int]]
+    sweeps: dict[str, list[int]]
+    finally_jobs: list[int]
+
+
+class Recent(Generic[K, V]):
+    """The last ``size`` entries put (a small LRU)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.entries: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: K, value: V) -> None:
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
 
 
 class Services:
@@ -30,6 +66,10 @@ class Services:
         self.auth = Authenticator(kube, settings.token)
         # Job pod UID -> the attempt it runs (routes/attempts.py).
         self.attempts: dict[str, Attempt] = {}
+        self.feed = ExecutionFeed(self.objects)  # the console's live views (routes/live.py)
+        # Executions' graphs by (uid, generation): a 10,000-job spec is parsed
+        # and checked once, not on every page load.
+        self.graphs: Recent[tuple[str, int | None], GraphShape] = Recent(16)
 
     def namespace(self, asked: str | None) -> str:
         """The namespace a request means: the one it names, else the API's."""

@@ -3,6 +3,7 @@ onto the same core models the operator and the CRDs use."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
@@ -13,6 +14,7 @@ from dagwright.core.spec import (
     Capability,
     Shutdown,
 )
+from dagwright.names import WORKFLOW_LABEL
 from dagwright.version import VERSION
 
 
@@ -74,6 +76,25 @@ class ExecutionSummary(ApiModel):
     started_at: str | None = None
     finished_at: str | None = None
     message: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, namespace: str, obj: Mapping[str, Any]) -> ExecutionSummary:
+        status = obj.get("status") or {}
+        labels = obj["metadata"].get("labels") or {}
+        return cls(
+            execution_id=obj["metadata"]["name"],
+            namespace=namespace,
+            workflow_id=labels.get(WORKFLOW_LABEL),
+            phase=status.get("phase"),
+            progress=status.get("progress", ""),
+            failed=(status.get("counts") or {}).get("failed", 0),
+            priority=(obj.get("spec") or {}).get("priority", 5),
+            started_at=status.get("startedAt"),
+            finished_at=status.get("finishedAt"),
+            message=status.get("message", ""),
+            labels=dict(labels),
+        )
 
 
 class ExecutionList(ApiModel):
@@ -109,6 +130,9 @@ class JobDetail(ApiModel):
     infra_failures: int = Field(0, description="Attempts lost to the infrastructure.")
     pool: str | None = None
     node: str | None = None
+    created_at: float | None = Field(
+        None, description="When the operator created the current attempt's pod (epoch seconds)."
+    )
     started_at: str | None = None
     finished_at: str | None = None
     duration_seconds: float | None = None
@@ -123,6 +147,43 @@ class JobDetail(ApiModel):
     attempts: list[AttemptRecord] = Field(
         default_factory=list, description="Its ended attempts, oldest first (the last 20)."
     )
+
+
+class ExecutionGraph(ApiModel):
+    execution_id: str
+    namespace: str
+    phase: str | None = None
+    names: list[str] = Field(description="Jobs in topological order (finally jobs last).")
+    deps: list[list[int]] = Field(description="Each job's dependencies, as indexes into names.")
+    phases: list[str]
+    attempts: list[int]
+    sweeps: dict[str, list[int]] = Field(description="Each sweep's members, as indexes.")
+    finally_jobs: list[int] = Field(default_factory=list)
+
+
+class EventRecord(ApiModel):
+    type: str
+    reason: str
+    message: str
+    count: int = 1
+    at: str | None = None
+
+
+class JobView(JobDetail):
+    """One job's state with what it runs."""
+
+    image: str
+    command: list[str] | None = None
+    args: list[str] | None = None
+    config: dict[str, Any] | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
+    retries: int
+    infra_retries: int
+    declared_outputs: list[str] = Field(default_factory=list)
+    when: str | None = None
+    item: Any = None
+    finally_: str | None = Field(None, alias="finally")
 
 
 class JobList(ApiModel):
@@ -195,6 +256,31 @@ class QueueStats(ApiModel):
     queued: int
     pools: list[PoolQueue]
     executions: dict[str, int] = Field(description="DAGExecutions by phase.")
+
+
+class PoolDetail(ApiModel):
+    name: str
+    capabilities: list[str]
+    max_concurrency: int
+    nodes: int = 0
+    ready_nodes: int = 0
+    slots: int = 0
+    slots_used: int = 0
+    queued: int = 0
+    queued_by_priority: dict[str, int] = Field(
+        default_factory=dict, description="Jobs waiting for a slot, by priority (10 first)."
+    )
+    desired_nodes: int | None = None
+    autoscaling: dict[str, Any] | None = None
+    scale_reason: str = ""
+    members: list[dict[str, Any]] = Field(default_factory=list)
+    healthy: bool = True
+    problems: list[str] = Field(default_factory=list)
+
+
+class PoolList(ApiModel):
+    paused: bool
+    pools: list[PoolDetail]
 
 
 class Health(ApiModel):

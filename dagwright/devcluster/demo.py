@@ -113,10 +113,17 @@ class Demo:
         cli = [sys.executable, "-m", "dagwright.cli", "status", name, "--watch"]
         return subprocess.run(cli, env=env).returncode
 
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/console/"
+
     def hints(self, kubectl_dir: Path | None) -> str:
         path = f"export PATH={kubectl_dir}:$PATH\n  " if kubectl_dir else ""
         return f"""
-dagwright is running. In another terminal:
+dagwright is running.
+
+  Web console: {self.console_url()}  (token: {TOKEN})
+
+In another terminal:
 
   export KUBECONFIG={self.kubeconfig}
   {path}kubectl get dagx,workerpools,nodes
@@ -218,6 +225,7 @@ def run(argv: Sequence[str]) -> int:
         )
         stack.callback(api.stop)
         demo.wait_healthy(api)
+        print(f"web console: {demo.console_url()} (token: {TOKEN})", flush=True)
         step(4, total, "kubectl apply -f examples/training-pipeline.yaml")
         demo.kubectl("apply", "-f", str(REPO / "examples" / "training-pipeline.yaml"))
         step(5, total, "following it live (dagwright status training-pipeline --watch)")

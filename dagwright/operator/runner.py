@@ -315,9 +315,9 @@ class ExecutionRunner:
         # create re-creates the same deterministic name (409, adopt); the
         # reverse order could start an attempt the state does not know of.
         if plan.changed:
-            await self.ctx.store.save(
-                self.owner.uid, epoch, {n: plan.jobs[n] for n in plan.changed}
-            )
+            changed = {n: plan.jobs[n] for n in plan.changed}
+            await self.ctx.store.save(self.owner.uid, epoch, changed)
+            await self.ctx.store.publish_jobs(self.owner.uid, changed)
             if any(isinstance(a, StartPod) for a in plan.actions):
                 failpoint(self.ctx.settings, "after-save")
         await self._remember_cached(dag, plan, now)

@@ -12,6 +12,7 @@ execution of the same name never sees old state):
 - ``dw:x:{uid}:hb:{job}``     the runtime's sign of life for the current attempt
 - ``dw:x:{uid}:log:{job}:{n}`` the tail of failed attempt n's log (its pod may go)
 - ``dw:x:{uid}:att:{job}``    LIST the records of the job's ended attempts (the last 20)
+- ``dw:ev:{uid}``             CHANNEL the jobs each pass changed (the web console's live view)
 
 Per WorkerPool (see ``slots.py``):
 
@@ -99,6 +100,10 @@ def heartbeat(uid: str, job: str) -> str:
 
 
 # --- per pool ----------------------------------------------------------------------
+
+
+def events(uid: str) -> str:
+    return f"dw:ev:{uid}"
 
 
 def cache(namespace: str, key: str) -> str:

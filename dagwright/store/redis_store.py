@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from dagwright.core.admission import score
 from dagwright.core.state import JobState
 from dagwright.errors import FencedOut
 from dagwright.store import keys
@@ -203,6 +204,12 @@ class Store:
             job: [json.loads(v) for v in values] for job, values in zip(jobs, lists, strict=True)
         }
 
+    async def publish_jobs(self, uid: str, changed: Mapping[str, JobState]) -> None:
+        """Tell whoever listens (the API's live views) which jobs changed:
+        name -> [phase, attempt]. Nobody listening costs Redis nothing."""
+        payload = {name: [state.phase.value, state.attempt] for name, state in changed.items()}
+        await self.redis.publish(keys.events(uid), json.dumps(payload, separators=(",", ":")))
+
     async def cached(self, namespace: str, cache_keys: list[str]) -> list[dict[str, Any] | None]:
         """The entries of cached jobs' runs, by key (None: none), in one round trip."""
         if not cache_keys:
@@ -290,6 +297,23 @@ class Store:
 
     async def paused(self) -> bool:
         return bool(await self.redis.exists(keys.PAUSED))
+
+    async def queued_by_priority(self, pools: list[str]) -> dict[str, dict[int, int]]:
+        """Jobs waiting in each pool's queue, by priority (10 counts a pool,
+        one round trip): a queue's score starts with 10 - priority."""
+        if not pools:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                for priority in range(10, 0, -1):
+                    low = score(priority, 0)
+                    pipe.zcount(keys.queue(pool), low, f"({score(priority - 1, 0)}")
+            counts = await pipe.execute()
+        found: dict[str, dict[int, int]] = {}
+        for i, pool in enumerate(pools):
+            row = counts[i * 10 : (i + 1) * 10]
+            found[pool] = {p: n for p, n in zip(range(10, 0, -1), row, strict=True) if n}
+        return found
 
     async def queued(self, pools: list[str]) -> dict[str, int]:
         """How many jobs wait for a slot in each of ``pools`` (one round trip)."""

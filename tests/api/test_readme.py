@@ -79,8 +79,14 @@ async def test_readme_curl_examples_work(
     assert "continue" in listed
     assert "items" in json.JSONDecoder().raw_decode(outputs[8])[0]
     assert outputs[9]  # the log, or a JSON 404 saying why there is none
-    assert "nightly-1" in outputs[10]  # a 409 (still running) or the retried execution
-    assert json.loads(outputs[11])["deleted"] is True
+    graph, _ = json.JSONDecoder().raw_decode(outputs[10])
+    assert graph["names"] == ["prep", "train"]
+    assert graph["deps"] == [[], [0]]
+    assert '"name":"train"' in outputs[10]  # the job, with what it runs
+    assert '"pools":[' in outputs[10]
+    assert ": connected" in outputs[10]  # the live feed's first line
+    assert "nightly-1" in outputs[11]  # a 409 (still running) or the retried execution
+    assert json.loads(outputs[12])["deleted"] is True
 
     async def gone() -> bool:
         try:

@@ -117,6 +117,8 @@ async def test_a_50_point_sweep_picks_the_best_deploys_on_a_condition_and_notifi
     assert env_of(notify)["DAGWRIGHT_EXECUTION_PHASE"] == "Succeeded"
     status = (await get_execution(kube, namespace, "hpo"))["status"]
     assert status["counts"]["succeeded"] == 53
+    assert len(status["jobs"]) == 53  # the status's job list names the sweep's members
+    assert {j["name"] for j in status["jobs"]} >= {"train-0", "train-49", "pick"}
     assert status["counts"]["total"] == 53
     # The same pipeline with a bar the best model does not clear: deploy is
     # Skipped with the reason and never gets a pod; the execution succeeds.
@@ -308,6 +310,7 @@ async def test_a_resubmitted_pipeline_reruns_nothing_that_is_cached(
                 annotations={**sim, OUTPUTS: '{"data": "s3://clean/v1"}'},
             )
             Job("report", args=[f"--data={prep.outputs.data}"])
+            Job("shard", with_items=[1, 2], args=[f"--shard={item}"], depends_on=[prep])
         return p
 
     first = pipeline("cache-one").submit(api_url=api, token=API_TOKEN)
@@ -315,7 +318,8 @@ async def test_a_resubmitted_pipeline_reruns_nothing_that_is_cached(
     second = pipeline("cache-two").submit(api_url=api, token=API_TOKEN)
     assert await await_phase(second.wait, within=60) == "Succeeded"
     pods = await pods_of(core, namespace, "cache-two")
-    assert set(pods) == {"report"}  # prep was cached: no pod
+    assert set(pods) == {"report", "shard-0", "shard-1"}  # prep was cached: no pod
+    assert pods["shard-1"][0].spec.containers[0].args == ["--shard=2"]
     assert pods["report"][0].spec.containers[0].args == ["--data=s3://clean/v1"]
     status = second.status()
     assert status["counts"]["cached"] == 1
@@ -328,6 +332,7 @@ async def test_a_resubmitted_pipeline_reruns_nothing_that_is_cached(
             answer = await http.get(f"/execute/cache-two/jobs?namespace={namespace}")
         assert answer.status_code == 200, answer.text
         jobs = answer.json()["items"]
+    assert [j["name"] for j in jobs] == ["prep", "report", "shard-0", "shard-1"]
     prep = next(j for j in jobs if j["name"] == "prep")
     assert prep["phase"] == "Cached"
     assert prep["outputs"] == {"data": "s3://clean/v1"}

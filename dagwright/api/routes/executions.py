@@ -12,22 +12,34 @@ from fastapi.responses import StreamingResponse
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dagwright.api.auth import Caller
-from dagwright.api.deps import ExecutionId, Namespace, Services, Svc, Who, guarded_router
+from dagwright.api.deps import (
+    ExecutionId,
+    GraphShape,
+    Namespace,
+    Services,
+    Svc,
+    Who,
+    guarded_router,
+)
 from dagwright.api.errors import Problem
 from dagwright.api.models import (
     AttemptRecord,
     CancelRequest,
     Deleted,
+    EventRecord,
     ExecutionCreated,
+    ExecutionGraph,
     ExecutionList,
     ExecutionState,
     ExecutionSummary,
     JobDetail,
     JobList,
+    JobView,
     problems,
 )
-from dagwright.core.graph import build_dag
-from dagwright.core.spec import DNS_LABEL
+from dagwright.core import sweeps
+from dagwright.core.graph import Dag, build_dag
+from dagwright.core.spec import DNS_LABEL, DAGExecutionSpec
 from dagwright.core.state import ENDED_PHASES, ExecutionPhase, JobPhase, JobState
 from dagwright.core.status import iso
 from dagwright.core.workflow import ExecuteRequest
@@ -113,25 +125,9 @@ async def list_executions(
         if exc.status in (400, 410):  # a malformed selector, an expired continue token
             raise Problem(exc.status, "cannot list executions", error_message(exc)) from exc
         raise
-    items = [_summary(ns, obj) for obj in page.get("items") or []]
+    items = [ExecutionSummary.of(ns, obj) for obj in page.get("items") or []]
     return ExecutionList(
         items=items, continue_=(page.get("metadata") or {}).get("continue") or None
-    )
-
-
-def _summary(namespace: str, obj: dict[str, Any]) -> ExecutionSummary:
-    status = obj.get("status") or {}
-    return ExecutionSummary(
-        execution_id=obj["metadata"]["name"],
-        namespace=namespace,
-        workflow_id=(obj["metadata"].get("labels") or {}).get(WORKFLOW_LABEL),
-        phase=status.get("phase"),
-        progress=status.get("progress", ""),
-        failed=(status.get("counts") or {}).get("failed", 0),
-        priority=(obj.get("spec") or {}).get("priority", 5),
-        started_at=status.get("startedAt"),
-        finished_at=status.get("finishedAt"),
-        message=status.get("message", ""),
     )
 
 
@@ -193,7 +189,7 @@ async def list_jobs(
     obj = await _get(svc, execution_id, ns)
     uid = obj["metadata"]["uid"]
     states = await svc.store.load(uid)
-    names = [str(j.get("name")) for j in (obj.get("spec") or {}).get("jobs") or []]
+    names = _job_names(obj)
     fresh = JobState()
     matching = [
         (name, states.get(name, fresh))
@@ -231,6 +227,7 @@ def _job(
         infra_failures=state.infra_failures,
         pool=state.pool,
         node=state.node,
+        created_at=state.created_at,
         started_at=iso(state.started_at),
         finished_at=iso(finished),
         duration_seconds=round(end - state.started_at, 3) if end and state.started_at else None,
@@ -305,8 +302,9 @@ async def job_logs(
     )
 
 
-def _job_names(obj: dict[str, Any]) -> set[str]:
-    return {str(j.get("name")) for j in (obj.get("spec") or {}).get("jobs") or []}
+def _job_names(obj: dict[str, Any]) -> list[str]:
+    """The execution's jobs in the spec's order, sweeps expanded."""
+    return sweeps.names((obj.get("spec") or {}).get("jobs") or [])
 
 
 async def _attempt_pod(
@@ -405,4 +403,151 @@ async def retry(
     patch = {"retry": int((obj.get("spec") or {}).get("retry") or 0) + 1}
     return await _patch_spec(
         svc, caller, execution_id, namespace, {**patch, "shutdown": None, "suspend": False}
+    )
+
+
+def _dag(name: str, obj: dict[str, Any]) -> Dag:
+    """The execution's DAG, sweeps expanded (pools and templates aside)."""
+    try:
+        return build_dag(DAGExecutionSpec.model_validate(obj.get("spec") or {}))
+    except (InvalidDag, ValueError) as exc:
+        raise Problem(422, f"execution {name} is invalid", str(exc)) from exc
+
+
+@router.get("/{execution_id}/graph", response_model=ExecutionGraph, responses=problems(404))
+async def execution_graph(
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
+) -> ExecutionGraph:
+    """The DAG with every job's phase, compact at any size (the web
+    console's graph): jobs in topological order, dependencies as indexes."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "get", EXECUTIONS, ns)
+    obj = await _get(svc, execution_id, ns)
+    meta = obj["metadata"]
+    shape = svc.graphs.get((meta["uid"], meta.get("generation")))
+    if shape is None:
+        dag = _dag(execution_id, obj)
+        index = {name: i for i, name in enumerate(dag.jobs)}
+        shape = GraphShape(
+            names=list(dag.jobs),
+            deps=[[index[d] for d in job.depends_on] for job in dag.jobs.values()],
+            sweeps={name: [index[m] for m in members] for name, members in dag.sweeps.items()},
+            finally_jobs=[index[n] for n in dag.finally_jobs],
+        )
+        svc.graphs.put((meta["uid"], meta.get("generation")), shape)
+    states = await svc.store.load(meta["uid"])
+    fresh = JobState()
+    found = [states.get(n, fresh) for n in shape.names]
+    return ExecutionGraph(
+        execution_id=execution_id,
+        namespace=ns,
+        phase=(obj.get("status") or {}).get("phase"),
+        names=shape.names,
+        deps=shape.deps,
+        phases=[state.phase.value for state in found],
+        attempts=[state.attempt for state in found],
+        sweeps=shape.sweeps,
+        finally_jobs=shape.finally_jobs,
+    )
+
+
+@router.post(
+    "/{execution_id}/resubmit",
+    status_code=201,
+    response_model=ExecutionCreated,
+    responses=problems(404),
+)
+async def resubmit(
+    execution_id: ExecutionId, svc: Svc, caller: Who, namespace: Namespace = None
+) -> ExecutionCreated:
+    """A new execution of the same spec (every job runs again), named after it."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "create", EXECUTIONS, ns)
+    obj = await _get(svc, execution_id, ns)
+    spec = {k: v for k, v in (obj.get("spec") or {}).items() if k not in ("retry", "shutdown")}
+    labels = obj["metadata"].get("labels") or {}
+    manifest = {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {"generateName": f"{execution_id[:56]}-", "labels": labels},
+        "spec": {**spec, "suspend": False},
+    }
+    created = await svc.objects.create_namespaced_custom_object(
+        GROUP, VERSION, ns, EXECUTIONS, manifest
+    )
+    return ExecutionCreated(
+        execution_id=created["metadata"]["name"],
+        namespace=ns,
+        workflow_id=labels.get(WORKFLOW_LABEL, ""),
+        jobs=len(_job_names(obj)),
+    )
+
+
+@router.get("/{execution_id}/events", response_model=list[EventRecord], responses=problems(404))
+async def execution_events(
+    execution_id: ExecutionId,
+    svc: Svc,
+    caller: Who,
+    namespace: Namespace = None,
+    job: Annotated[str | None, Query(pattern=DNS_LABEL, max_length=63)] = None,
+) -> list[EventRecord]:
+    """The execution's Kubernetes Events (the newest last), or one job's."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "get", EXECUTIONS, ns)
+    await svc.allow(caller, "list", "events", ns, group="")
+    obj = await _get(svc, execution_id, ns)
+    listing = await svc.core.list_namespaced_event(
+        ns, field_selector=f"involvedObject.uid={obj['metadata']['uid']}"
+    )
+    found = []
+    for event in listing.items:
+        message = event.message or ""
+        if job is not None and not message.startswith((f"job {job} ", f"job {job}:")):
+            continue
+        at = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+        found.append(
+            EventRecord(
+                type=event.type or "",
+                reason=event.reason or "",
+                message=message,
+                count=event.count or 1,
+                at=at.isoformat() if at else None,
+            )
+        )
+    found.sort(key=lambda e: e.at or "")
+    return found[-500:]
+
+
+@router.get("/{execution_id}/jobs/{job}", response_model=JobView, responses=problems(404))
+async def get_job(
+    execution_id: ExecutionId, job: JobName, svc: Svc, caller: Who, namespace: Namespace = None
+) -> JobView:
+    """One job: its state and attempts, and what it runs (resolved from the
+    spec, its defaults and its sweep item; templates as written)."""
+    ns = svc.namespace(namespace)
+    await svc.allow(caller, "get", EXECUTIONS, ns)
+    obj = await _get(svc, execution_id, ns)
+    spec = _dag(execution_id, obj).jobs.get(job)
+    if spec is None:
+        raise Problem(404, f"execution {execution_id} has no job {job}")
+    uid = obj["metadata"]["uid"]
+    state = (await svc.store.load(uid)).get(job, JobState())
+    checkpoints = await svc.store.checkpoints(uid, [job])
+    beats = await svc.store.job_heartbeats(uid, [job])
+    records = await svc.store.attempt_records(uid, [job])
+    detail = _job(job, state, checkpoints.get(job), beats.get(job), records.get(job, []))
+    return JobView(
+        **detail.model_dump(),
+        image=spec.image,
+        command=list(spec.command) if spec.command is not None else None,
+        args=list(spec.args) if spec.args is not None else None,
+        config=dict(spec.config) if spec.config is not None else None,
+        depends_on=list(spec.depends_on),
+        requires=sorted(spec.requires),
+        retries=spec.retries,
+        infra_retries=spec.infra_retries,
+        declared_outputs=list(spec.outputs),
+        when=spec.when,
+        item=spec.item,
+        finally_=spec.finally_on.value if spec.finally_on else None,
     )
