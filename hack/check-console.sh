@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The web console's TypeScript type-checks (strict) and the committed build in
+# The web console's TypeScript passes ESLint (typescript-eslint's type-aware
+# recommended rules) and type-checks (strict), and the committed build in
 # dagwright/api/console/static/js is what it compiles to (installs and
 # `make demo` need no Node; this keeps the two from drifting).
 set -euo pipefail
@@ -7,6 +8,7 @@ cd "$(dirname "$0")/../console"
 if [ ! -x node_modules/.bin/tsc ] || [ package-lock.json -nt node_modules/.bin/tsc ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
+node_modules/.bin/eslint src
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 node_modules/.bin/tsc -p . --outDir "$out"

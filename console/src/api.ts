@@ -42,7 +42,7 @@ async function problem(response: Response): Promise<ApiError> {
   let detail = "";
   try {
     const body = (await response.json()) as Record<string, unknown>;
-    title = String(body["title"] ?? title);
+    if (typeof body["title"] === "string") title = body["title"];
     const raw = body["detail"] ?? body["problems"] ?? "";
     detail = Array.isArray(raw) ? raw.join("; ") : typeof raw === "string" ? raw : JSON.stringify(raw);
   } catch {
@@ -143,7 +143,7 @@ export function live(
             if (data) handler(name, JSON.parse(data));
           }
         }
-      } catch (error) {
+      } catch {
         if (stopped) return;
       }
       await new Promise((resolve) => setTimeout(resolve, 1000));

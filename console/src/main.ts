@@ -65,7 +65,8 @@ function loginPage(): void {
     h("label", {}, "Namespace", namespace),
     h("button", { type: "submit", id: "login" }, "Sign in"),
   );
-  form.addEventListener("submit", async (event) => {
+  form.addEventListener("submit", (event) => void signIn(event));
+  const signIn = async (event: Event): Promise<void> => {
     event.preventDefault();
     session.token = token.value.trim();
     session.namespace = namespace.value.trim();
@@ -76,7 +77,7 @@ function loginPage(): void {
       if (error instanceof ApiError && error.status === 401) session.clear();
       say(error instanceof Error ? error.message : String(error), "error");
     }
-  });
+  };
   app.replaceChildren(form);
   token.focus();
 }
@@ -164,7 +165,7 @@ async function executionsPage(params: URLSearchParams): Promise<void> {
     token = page.continue;
     more.hidden = !token;
   };
-  more.addEventListener("click", () => load(false).catch(fail));
+  more.addEventListener("click", () => void load(false).catch(fail));
   try {
     await load(true);
   } catch (error) {
@@ -249,21 +250,22 @@ async function executionPage(namespace: string, name: string, openJob: string | 
       state.message ? h("p", { class: "message", id: "message" }, state.message) : null,
     ));
   };
-  const act = (label: string, method: string, path: string, body?: unknown, confirmText?: string): HTMLButtonElement =>
-    h("button", {
-      "data-action": label,
-      onclick: async () => {
-        if (confirmText && !confirm(confirmText)) return;
-        try {
-          const answer = await call<Record<string, unknown> | undefined>(method, path, { namespace }, body);
-          say(`${label}: ${answer && "phase" in answer ? `the execution is ${answer["phase"] ?? "Pending"}` : "done"}${answer && "executionId" in answer && answer["executionId"] !== name ? ` (new execution ${answer["executionId"]})` : ""}`);
-          if (method === "DELETE") location.hash = "#/";
-          else if (answer && "executionId" in answer && answer["executionId"] !== name) location.hash = `#/x/${namespace}/${answer["executionId"]}`;
-        } catch (error) {
-          fail(error);
-        }
-      },
-    }, label) as HTMLButtonElement;
+  const act = (label: string, method: string, path: string, body?: unknown, confirmText?: string): HTMLButtonElement => {
+    const run = async (): Promise<void> => {
+      if (confirmText && !confirm(confirmText)) return;
+      try {
+        const answer = await call<{ phase?: string | null; executionId?: string } | undefined>(method, path, { namespace }, body);
+        const created = answer?.executionId && answer.executionId !== name ? answer.executionId : null;
+        const phase = answer && "phase" in answer ? `the execution is ${answer.phase ?? "Pending"}` : "done";
+        say(`${label}: ${phase}${created ? ` (new execution ${created})` : ""}`);
+        if (method === "DELETE") location.hash = "#/";
+        else if (created) location.hash = `#/x/${namespace}/${created}`;
+      } catch (error) {
+        fail(error);
+      }
+    };
+    return h("button", { "data-action": label, onclick: () => void run() }, label);
+  };
   actions.replaceChildren(
     act("Suspend", "POST", `/execute/${name}/suspend`),
     act("Resume", "POST", `/execute/${name}/resume`),
@@ -274,13 +276,16 @@ async function executionPage(namespace: string, name: string, openJob: string | 
     act("Delete", "DELETE", `/execute/${name}`, undefined, `Delete ${name} and its pods?`),
   );
 
-  const loadGraph = async (): Promise<void> => {
-    graph = await get<Graph>(`/execute/${name}/graph`, { namespace });
+  // One request: the graph carries the execution's state too.
+  const loadGraph = async (): Promise<State> => {
+    const fetched = await get<Graph & { state: State }>(`/execute/${name}/graph`, { namespace });
+    graph = fetched;
     index.clear();
     graph.names.forEach((n, i) => index.set(n, i));
     ({ groups, groupOf } = group(graph));
     view = new GraphView(graph, groups, (g) => (g.members.length === 1 ? showJob(graph.names[g.members[0]!]!) : showGroup(g)));
     showTab(current);
+    return fetched.state;
   };
   const tabNames = ["Graph", "Timeline"];
   let current = "Graph";
@@ -304,7 +309,7 @@ async function executionPage(namespace: string, name: string, openJob: string | 
       for (let i = first; i < last; i++) {
         const m = g.members[i]!;
         spacer.append(
-          h("div", { class: "vrow", style: `top:${i * rowHeight}px`, "data-job": graph.names[m]!, onclick: () => showJob(graph.names[m]!) }, phaseBadge(graph.phases[m]), " ", graph.names[m]!),
+          h("div", { class: "vrow", style: `top:${i * rowHeight}px`, "data-job": graph.names[m], onclick: () => showJob(graph.names[m]!) }, phaseBadge(graph.phases[m]), " ", graph.names[m]),
         );
       }
     };
@@ -325,8 +330,7 @@ async function executionPage(namespace: string, name: string, openJob: string | 
   teardown.push(() => closeJob?.());
 
   try {
-    const [fetched] = await Promise.all([get<State>(`/execute/${name}`, { namespace }), loadGraph()]);
-    state = fetched;
+    state = await loadGraph();
     drawHeader();
   } catch (error) {
     fail(error);
@@ -338,7 +342,11 @@ async function executionPage(namespace: string, name: string, openJob: string | 
 
   const stream = live({ namespace, execution: name }, (event, data) => {
     if (event === "error") fail(data);
-    else if (event === "resync") void loadGraph().catch(fail);
+    else if (event === "resync")
+      void loadGraph().then((fresh) => {
+        state = fresh;
+        drawHeader();
+      }, fail);
     else if (event === "jobs") {
       const touched = new Set<number>();
       for (const [job, [phase, attempt]] of Object.entries(data as Record<string, [string, number]>)) {
@@ -515,7 +523,7 @@ async function timeline(canvas: HTMLElement, namespace: string, execution: strin
   }
   canvas.replaceChildren(
     h("p", { class: "note" }, `${page.items.length < page.total ? `the first ${page.items.length} of ${page.total} jobs; ` : ""}${Math.round(last - first)}s from the first start to the last end`),
-    svg as unknown as Node,
+    svg,
   );
 }
 
@@ -561,14 +569,8 @@ async function poolsPage(): Promise<void> {
     const toggle = h("button", {
       id: "pause",
       "data-paused": String(pools.paused),
-      onclick: async () => {
-        try {
-          await call("POST", pools.paused ? "/queue/resume" : "/queue/pause");
-          await draw();
-        } catch (error) {
-          fail(error);
-        }
-      },
+      onclick: () =>
+        void call("POST", pools.paused ? "/queue/resume" : "/queue/pause").then(draw).catch(fail),
     }, pools.paused ? "Resume the queue" : "Pause the queue");
     root.replaceChildren(
       h("p", { id: "queue-state", class: pools.paused ? "paused" : "" }, pools.paused ? "The queue is paused: no new job starts anywhere; running jobs finish. " : "The queue is running. ", toggle),

@@ -159,6 +159,7 @@ class ExecutionGraph(ApiModel):
     attempts: list[int]
     sweeps: dict[str, list[int]] = Field(description="Each sweep's members, as indexes.")
     finally_jobs: list[int] = Field(default_factory=list)
+    state: ExecutionState = Field(description="The execution as GET /execute/{id} shows it.")
 
 
 class EventRecord(ApiModel):

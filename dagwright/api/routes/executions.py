@@ -448,6 +448,7 @@ async def execution_graph(
         attempts=[state.attempt for state in found],
         sweeps=shape.sweeps,
         finally_jobs=shape.finally_jobs,
+        state=_state(ns, obj),
     )
 
 

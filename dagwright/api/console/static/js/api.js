@@ -39,7 +39,8 @@ async function problem(response) {
     let detail = "";
     try {
         const body = (await response.json());
-        title = String(body["title"] ?? title);
+        if (typeof body["title"] === "string")
+            title = body["title"];
         const raw = body["detail"] ?? body["problems"] ?? "";
         detail = Array.isArray(raw) ? raw.join("; ") : typeof raw === "string" ? raw : JSON.stringify(raw);
     }
@@ -131,7 +132,7 @@ export function live(query, handler) {
                     }
                 }
             }
-            catch (error) {
+            catch {
                 if (stopped)
                     return;
             }

@@ -54,7 +54,8 @@ function loginPage() {
     const token = h("input", { type: "password", id: "token", autocomplete: "off", placeholder: "a Kubernetes token" });
     const namespace = h("input", { id: "namespace", value: session.namespace, placeholder: "the API's default" });
     const form = h("form", { class: "login" }, h("h1", {}, "Sign in to dagwright"), h("p", {}, "Paste a Kubernetes token (kubectl create token NAME): the API checks it with TokenReview and every action with SubjectAccessReview. It is kept in this tab's session only."), h("label", {}, "Token", token), h("label", {}, "Namespace", namespace), h("button", { type: "submit", id: "login" }, "Sign in"));
-    form.addEventListener("submit", async (event) => {
+    form.addEventListener("submit", (event) => void signIn(event));
+    const signIn = async (event) => {
         event.preventDefault();
         session.token = token.value.trim();
         session.namespace = namespace.value.trim();
@@ -67,7 +68,7 @@ function loginPage() {
                 session.clear();
             say(error instanceof Error ? error.message : String(error), "error");
         }
-    });
+    };
     app.replaceChildren(form);
     token.focus();
 }
@@ -119,7 +120,7 @@ async function executionsPage(params) {
         token = page.continue;
         more.hidden = !token;
     };
-    more.addEventListener("click", () => load(false).catch(fail));
+    more.addEventListener("click", () => void load(false).catch(fail));
     try {
         await load(true);
     }
@@ -193,32 +194,37 @@ async function executionPage(namespace, name, openJob) {
             .join(", ");
         header.replaceChildren(...present(h("h1", {}, name, " ", phaseBadge(state.phase)), h("p", { class: "progress", id: "progress" }, `${state.progress || "0/" + (state.counts["total"] ?? 0)} jobs ended · ${counts}`), state.message ? h("p", { class: "message", id: "message" }, state.message) : null));
     };
-    const act = (label, method, path, body, confirmText) => h("button", {
-        "data-action": label,
-        onclick: async () => {
+    const act = (label, method, path, body, confirmText) => {
+        const run = async () => {
             if (confirmText && !confirm(confirmText))
                 return;
             try {
                 const answer = await call(method, path, { namespace }, body);
-                say(`${label}: ${answer && "phase" in answer ? `the execution is ${answer["phase"] ?? "Pending"}` : "done"}${answer && "executionId" in answer && answer["executionId"] !== name ? ` (new execution ${answer["executionId"]})` : ""}`);
+                const created = answer?.executionId && answer.executionId !== name ? answer.executionId : null;
+                const phase = answer && "phase" in answer ? `the execution is ${answer.phase ?? "Pending"}` : "done";
+                say(`${label}: ${phase}${created ? ` (new execution ${created})` : ""}`);
                 if (method === "DELETE")
                     location.hash = "#/";
-                else if (answer && "executionId" in answer && answer["executionId"] !== name)
-                    location.hash = `#/x/${namespace}/${answer["executionId"]}`;
+                else if (created)
+                    location.hash = `#/x/${namespace}/${created}`;
             }
             catch (error) {
                 fail(error);
             }
-        },
-    }, label);
+        };
+        return h("button", { "data-action": label, onclick: () => void run() }, label);
+    };
     actions.replaceChildren(act("Suspend", "POST", `/execute/${name}/suspend`), act("Resume", "POST", `/execute/${name}/resume`), act("Stop", "POST", `/execute/${name}/cancel`, { mode: "Stop" }, "Stop: start nothing new, let running jobs finish?"), act("Terminate", "POST", `/execute/${name}/cancel`, { mode: "Terminate" }, "Terminate: delete running pods now?"), act("Retry failed", "POST", `/execute/${name}/retry`), act("Resubmit", "POST", `/execute/${name}/resubmit`), act("Delete", "DELETE", `/execute/${name}`, undefined, `Delete ${name} and its pods?`));
+    // One request: the graph carries the execution's state too.
     const loadGraph = async () => {
-        graph = await get(`/execute/${name}/graph`, { namespace });
+        const fetched = await get(`/execute/${name}/graph`, { namespace });
+        graph = fetched;
         index.clear();
         graph.names.forEach((n, i) => index.set(n, i));
         ({ groups, groupOf } = group(graph));
         view = new GraphView(graph, groups, (g) => (g.members.length === 1 ? showJob(graph.names[g.members[0]]) : showGroup(g)));
         showTab(current);
+        return fetched.state;
     };
     const tabNames = ["Graph", "Timeline"];
     let current = "Graph";
@@ -261,8 +267,7 @@ async function executionPage(namespace, name, openJob) {
     };
     teardown.push(() => closeJob?.());
     try {
-        const [fetched] = await Promise.all([get(`/execute/${name}`, { namespace }), loadGraph()]);
-        state = fetched;
+        state = await loadGraph();
         drawHeader();
     }
     catch (error) {
@@ -277,7 +282,10 @@ async function executionPage(namespace, name, openJob) {
         if (event === "error")
             fail(data);
         else if (event === "resync")
-            void loadGraph().catch(fail);
+            void loadGraph().then((fresh) => {
+                state = fresh;
+                drawHeader();
+            }, fail);
         else if (event === "jobs") {
             const touched = new Set();
             for (const [job, [phase, attempt]] of Object.entries(data)) {
@@ -406,15 +414,7 @@ async function poolsPage() {
         const toggle = h("button", {
             id: "pause",
             "data-paused": String(pools.paused),
-            onclick: async () => {
-                try {
-                    await call("POST", pools.paused ? "/queue/resume" : "/queue/pause");
-                    await draw();
-                }
-                catch (error) {
-                    fail(error);
-                }
-            },
+            onclick: () => void call("POST", pools.paused ? "/queue/resume" : "/queue/pause").then(draw).catch(fail),
         }, pools.paused ? "Resume the queue" : "Pause the queue");
         root.replaceChildren(h("p", { id: "queue-state", class: pools.paused ? "paused" : "" }, pools.paused ? "The queue is paused: no new job starts anywhere; running jobs finish. " : "The queue is running. ", toggle), h("table", { class: "pools" }, h("thead", {}, h("tr", {}, ...["Pool", "Capabilities", "Nodes", "Slots", "Queued by priority", "Autoscaling", "Health"].map((t) => h("th", {}, t)))), h("tbody", {}, ...pools.pools.map((p) => h("tr", { "data-pool": p.name }, h("td", {}, p.name), h("td", {}, p.capabilities.join(", ")), h("td", {}, `${p.readyNodes}/${p.nodes} ready`, h("div", { class: "note" }, p.members.map((m) => `${m.name}${m.ready ? "" : " (not ready)"}${m.draining ? " (draining)" : ""}: ${m.slotsUsed}`).join(", "))), h("td", {}, h("meter", { min: 0, max: Math.max(p.slots, 1), value: p.slotsUsed }), ` ${p.slotsUsed}/${p.slots}`), h("td", {}, p.queued ? Object.entries(p.queuedByPriority).sort((a, b) => Number(b[0]) - Number(a[0])).map(([k, v]) => `p${k}: ${v}`).join(", ") : "none"), h("td", {}, p.autoscaling ? `${p.autoscaling.min}..${p.autoscaling.max}, target ${p.desiredNodes ?? "?"} ${p.scaleReason}` : "off"), h("td", {}, p.healthy ? "healthy" : p.problems.join("; ")))))), h("h2", {}, "Workers"), h("table", { class: "workers" }, h("thead", {}, h("tr", {}, ...["Worker", "Source", "Pool", "Capabilities", "Load", "Health", "Last heartbeat"].map((t) => h("th", {}, t)))), h("tbody", {}, ...workers.map((w) => h("tr", {}, h("td", {}, w.workerId), h("td", {}, w.source), h("td", {}, w.pool ?? ""), h("td", {}, w.capabilities.join(", ")), h("td", {}, `${w.currentLoad}/${w.maxConcurrency}`), h("td", {}, w.healthy ? "healthy" : "unhealthy"), h("td", {}, w.lastHeartbeat ? new Date(w.lastHeartbeat * 1000).toLocaleTimeString() : ""))))));
     };
