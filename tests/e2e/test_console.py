@@ -81,6 +81,9 @@ async def test_console_shows_executions_live_logs_retry_and_the_queue(
 ) -> None:
     await pools.create(["cpu"], max_concurrency=40)
     namespace = api_server.namespace
+    async with httpx.AsyncClient() as http:
+        served = await http.get(f"{api_server.url}/console/")
+    assert "script-src 'self'" in served.headers["content-security-policy"]
     page = await signed_in(browser, api_server)
     await expect(page.locator("h1")).to_have_text("Executions")
 

@@ -12,6 +12,12 @@ from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parents[1] / "console"
 PATH = "/console"
+# The page runs only its own scripts and talks only to this API: an injected
+# script (a job name, a log line) could not run, nor send the token anywhere.
+POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def install(app: FastAPI) -> None:
@@ -23,4 +29,7 @@ def install(app: FastAPI) -> None:
 
     @app.get(f"{PATH}/", include_in_schema=False)
     async def console_page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC / "index.html",
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": POLICY},
+        )
