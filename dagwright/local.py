@@ -19,10 +19,9 @@ from typing import IO
 from rich.console import Console
 
 from dagwright.core import expr, inputs
-from dagwright.core.durations import parse_duration
 from dagwright.core.graph import Dag, Job
+from dagwright.core.inputs import CacheHit
 from dagwright.core.reconcile import (
-    CacheHit,
     DeletePod,
     Plan,
     Refusal,
@@ -210,39 +209,20 @@ class LocalRun:
         now = time.time()
         for name in plan.lookups:
             job = self.dag.jobs[name]
-            assert job.cache is not None
-            self.cache[name] = None
             try:
                 path = self.memo / f"{inputs.cache_key(self.dag, plan.jobs, job)}.json"
                 entry = json.loads(path.read_text())
             except (expr.ExprError, OSError, ValueError):
-                continue
-            fresh = now - float(entry.get("at", 0)) <= parse_duration(job.cache.max_age)
-            outputs = entry.get("outputs") or {}
-            if fresh and isinstance(outputs, dict) and set(job.outputs) <= set(outputs):
-                source = f"local run {entry.get('execution')} job {entry.get('job')}"
-                self.cache[name] = CacheHit({k: outputs[k] for k in job.outputs}, source)
+                entry = None
+            self.cache[name] = inputs.cache_hit(job, entry, now)
 
     def _remember(self, plan: Plan) -> None:
         """Record the runs of cached jobs that succeeded."""
-        for name in plan.changed:
-            job, state = self.dag.jobs[name], plan.jobs[name]
-            before = self.jobs.get(name)
-            if job.cache is None or state.phase is not JobPhase.SUCCEEDED:
-                continue
-            if before is not None and before.phase is JobPhase.SUCCEEDED:
-                continue
-            try:
-                key = inputs.cache_key(self.dag, plan.jobs, job)
-            except expr.ExprError:
-                continue
+        entries = inputs.cache_entries(
+            self.dag, self.jobs, plan.jobs, plan.changed, f"local {self.name}", time.time()
+        )
+        for key, entry, _ in entries:
             self.memo.mkdir(parents=True, exist_ok=True)
-            entry = {
-                "outputs": state.outputs or {},
-                "at": time.time(),
-                "execution": self.name,
-                "job": name,
-            }
             (self.memo / f"{key}.json").write_text(json.dumps(entry))
 
     def _close(self) -> None:

@@ -256,43 +256,35 @@ def parse(text: str) -> Node:
     return _Parser(text).parse()
 
 
+def children(node: Node) -> tuple[Node, ...]:
+    """The nodes directly below ``node``."""
+    if isinstance(node, ListOf):
+        return node.items
+    if isinstance(node, BoolOp):
+        return node.operands
+    if isinstance(node, Compare):
+        return (node.left, node.right)
+    if isinstance(node, Not | Filter):
+        return (node.operand,)
+    return ()
+
+
 def paths(node: Node) -> Iterator[Path]:
     """Every path the expression reads, with the filter keys as paths beside
     their operand (``jobs.t.outputs.a | argmax(b)`` reads ``jobs.t.outputs.b``)."""
     if isinstance(node, Path):
         yield node
-    elif isinstance(node, ListOf):
-        for item in node.items:
-            yield from paths(item)
-    elif isinstance(node, Not):
-        yield from paths(node.operand)
-    elif isinstance(node, BoolOp):
-        for operand in node.operands:
-            yield from paths(operand)
-    elif isinstance(node, Compare):
-        yield from paths(node.left)
-        yield from paths(node.right)
-    elif isinstance(node, Filter):
-        yield from paths(node.operand)
-        if node.key is not None and isinstance(node.operand, Path):
-            yield Path((*node.operand.parts[:-1], node.key))
+    for child in children(node):
+        yield from paths(child)
+    if isinstance(node, Filter) and node.key is not None and isinstance(node.operand, Path):
+        yield Path((*node.operand.parts[:-1], node.key))
 
 
 def filters(node: Node) -> Iterator[Filter]:
     if isinstance(node, Filter):
         yield node
-        yield from filters(node.operand)
-    elif isinstance(node, ListOf):
-        for item in node.items:
-            yield from filters(item)
-    elif isinstance(node, Not):
-        yield from filters(node.operand)
-    elif isinstance(node, BoolOp):
-        for operand in node.operands:
-            yield from filters(operand)
-    elif isinstance(node, Compare):
-        yield from filters(node.left)
-        yield from filters(node.right)
+    for child in children(node):
+        yield from filters(child)
 
 
 @dataclass(frozen=True)

@@ -383,7 +383,7 @@ def _templated(
 ) -> bool:
     """Whether the job holds templates, asked once per combination of
     settings objects in a build (most jobs share the defaults')."""
-    if config is not None and references.templated(None, None, PodSettings(), config):
+    if config is not None and references.templated(None, None, None, config):
         return True
     if memo is None:
         return references.templated(command, args, pod, None)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dagwright.core import expr
+from dagwright.core.durations import parse_duration
 from dagwright.core.graph import Dag, Job
 from dagwright.core.podspec import EnvVar
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState
@@ -162,3 +163,52 @@ def cache_key(dag: Dag, states: Mapping[str, JobState], job: Job) -> str:
         }
     text = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A succeeded run of a cached job, found by its key."""
+
+    outputs: dict[str, Any]
+    source: str  # where it comes from, for people: "execution ns/name job j"
+
+
+def cache_hit(job: Job, entry: Mapping[str, Any] | None, now: float) -> CacheHit | None:
+    """The hit a stored cache entry is for ``job``, if it is one: no older
+    than the job's ``maxAge`` and holding every output the job declares."""
+    if entry is None or job.cache is None:
+        return None
+    if now - float(entry.get("at", 0)) > parse_duration(job.cache.max_age):
+        return None
+    outputs = entry.get("outputs") or {}
+    if not isinstance(outputs, dict) or not set(job.outputs) <= set(outputs):
+        return None
+    source = f"execution {entry.get('execution')} job {entry.get('job')}"
+    return CacheHit({k: outputs[k] for k in job.outputs}, source)
+
+
+def cache_entries(
+    dag: Dag,
+    before: Mapping[str, JobState],
+    after: Mapping[str, JobState],
+    changed: Iterable[str],
+    execution: str,
+    now: float,
+) -> list[tuple[str, dict[str, Any], int]]:
+    """(key, entry, seconds to keep it) for each cached job that succeeded
+    between ``before`` and ``after``: what a later execution may reuse."""
+    found = []
+    for name in changed:
+        job, state = dag.jobs[name], after[name]
+        if job.cache is None or state.phase is not JobPhase.SUCCEEDED:
+            continue
+        old = before.get(name)
+        if old is not None and old.phase is JobPhase.SUCCEEDED:
+            continue
+        try:
+            key = cache_key(dag, after, job)
+        except expr.ExprError:
+            continue
+        entry = {"outputs": state.outputs or {}, "at": now, "execution": execution, "job": name}
+        found.append((key, entry, int(parse_duration(job.cache.max_age))))
+    return found

@@ -24,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
-from typing import Any
 
 from dagwright.core import expr
 from dagwright.core.failures import Failure, of_pod, retried
 from dagwright.core.graph import Dag, Job
-from dagwright.core.inputs import outcome, parse_outputs, resolver
+from dagwright.core.inputs import CacheHit, outcome, parse_outputs, resolver
 from dagwright.core.spec import Finally, PodGCStrategy, Shutdown
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase, Slot
 
@@ -85,14 +84,6 @@ class Refusal:
     # The same pod would be refused again (admission, policy): the job fails
     # now instead of retrying into the same answer.
     final: bool = False
-
-
-@dataclass(frozen=True)
-class CacheHit:
-    """A succeeded run of a cached job, found by its key."""
-
-    outputs: dict[str, Any]
-    source: str  # where it comes from, for people: "execution ns/name job j"
 
 
 @dataclass(frozen=True)
@@ -625,16 +616,8 @@ def _propagate(snap: Snapshot, plan: Plan) -> None:
                     continue
                 phase, _ = outcome(snap.dag, jobs)
                 if phase not in _RUNS_ON[job.finally_on]:
-                    plan.set(
-                        job.name,
-                        replace(
-                            state,
-                            phase=JobPhase.SKIPPED,
-                            finished_at=snap.now,
-                            message=f"finally {job.finally_on.value}: the execution "
-                            f"{phase.value.lower()}",
-                        ),
-                    )
+                    why = f"finally {job.finally_on.value}: the execution {phase.value.lower()}"
+                    _skip(snap, plan, job.name, state, why)
                     continue
             # One look at each parent, no lists: most of a chain waits, every pass.
             broken = None
@@ -649,15 +632,8 @@ def _propagate(snap: Snapshot, plan: Plan) -> None:
                         broken = parent
                         break
             if broken is not None:
-                plan.set(
-                    job.name,
-                    replace(
-                        state,
-                        phase=JobPhase.SKIPPED,
-                        finished_at=snap.now,
-                        message=f"upstream job {broken} {jobs[broken].phase.value.lower()}",
-                    ),
-                )
+                why = f"upstream job {broken} {jobs[broken].phase.value.lower()}"
+                _skip(snap, plan, job.name, state, why)
             elif done:
                 if job.when is not None and not _when(snap, plan, job, state):
                     continue
@@ -682,17 +658,13 @@ def _when(snap: Snapshot, plan: Plan, job: Job, state: JobState) -> bool:
         plan.actions.append(Emit("JobFailed", f"job {job.name}: {message}", warning=True))
         return False
     if not verdict:
-        plan.set(
-            job.name,
-            replace(
-                state,
-                phase=JobPhase.SKIPPED,
-                finished_at=snap.now,
-                message=f"when {job.when!r} is false",
-            ),
-        )
+        _skip(snap, plan, job.name, state, f"when {job.when!r} is false")
         plan.actions.append(Emit("JobSkipped", f"job {job.name}: when {job.when!r} is false"))
     return verdict
+
+
+def _skip(snap: Snapshot, plan: Plan, name: str, state: JobState, why: str) -> None:
+    plan.set(name, replace(state, phase=JobPhase.SKIPPED, finished_at=snap.now, message=why))
 
 
 _BROKEN = frozenset({JobPhase.FAILED, JobPhase.SKIPPED, JobPhase.CANCELLED})

@@ -22,13 +22,14 @@ JOB_FIELDS = ("outputs", "phase")
 def templated(
     command: Sequence[str] | None,
     args: Sequence[str] | None,
-    pod: PodSettings,
+    pod: PodSettings | None,
     config: Mapping[str, Any] | None,
 ) -> bool:
     """Whether anything of the job is a template (most jobs: no, at no cost)."""
     texts = [*(command or ()), *(args or ())]
-    texts += [var.value for var in pod.env or () if var.value]
-    texts += list((pod.annotations or {}).values())
+    if pod is not None:
+        texts += [var.value for var in pod.env or () if var.value]
+        texts += list((pod.annotations or {}).values())
     if any("{{" in text for text in texts):
         return True
     return config is not None and any("{{" in s for s in expr.strings(config))

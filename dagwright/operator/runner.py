@@ -20,12 +20,11 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from dagwright.core import attempts, inputs, record, sweeps
-from dagwright.core.durations import parse_duration
 from dagwright.core.expr import ExprError
 from dagwright.core.graph import Dag, build_dag
+from dagwright.core.inputs import CacheHit
 from dagwright.core.rebuild import rebuild
 from dagwright.core.reconcile import (
-    CacheHit,
     DeletePod,
     Plan,
     Snapshot,
@@ -36,7 +35,7 @@ from dagwright.core.reconcile import (
     start_admitted,
 )
 from dagwright.core.spec import DAGExecutionSpec
-from dagwright.core.state import ENDED_PHASES, JobPhase, JobState, PodObservation, PodPhase
+from dagwright.core.state import ENDED_PHASES, JobState, PodObservation, PodPhase
 from dagwright.errors import FencedOut, InvalidDag
 from dagwright.operator import logfields, metrics
 from dagwright.operator.admission import Admitter
@@ -365,42 +364,14 @@ class ExecutionRunner:
                 self.cache[name] = None  # it fails as it starts, saying why
         found = await self.ctx.store.cached(self.owner.namespace, list(keyed.values()))
         for name, entry in zip(keyed, found, strict=True):
-            job = dag.jobs[name]
-            assert job.cache is not None
-            fresh = entry is not None and now - float(entry.get("at", 0)) <= parse_duration(
-                job.cache.max_age
-            )
-            outputs = (entry or {}).get("outputs") or {}
-            usable = fresh and isinstance(outputs, dict) and set(job.outputs) <= set(outputs)
-            self.cache[name] = (
-                CacheHit(
-                    {k: outputs[k] for k in job.outputs},
-                    f"execution {entry.get('execution')} job {entry.get('job')}",
-                )
-                if usable and entry is not None
-                else None
-            )
+            self.cache[name] = inputs.cache_hit(dag.jobs[name], entry, now)
 
     async def _remember_cached(self, dag: Dag, plan: Plan, now: float) -> None:
         """Record the runs of cached jobs that succeeded in this pass."""
-        entries = []
-        for name in plan.changed:
-            job, state = dag.jobs[name], plan.jobs[name]
-            if job.cache is None or state.phase is not JobPhase.SUCCEEDED:
-                continue
-            if self.states is not None and self.states.get(name, state).phase is JobPhase.SUCCEEDED:
-                continue
-            try:
-                key = inputs.cache_key(dag, plan.jobs, job)
-            except ExprError:
-                continue
-            entry = {
-                "outputs": state.outputs or {},
-                "at": now,
-                "execution": f"{self.owner.namespace}/{self.owner.name}",
-                "job": name,
-            }
-            entries.append((key, entry, int(parse_duration(job.cache.max_age))))
+        execution = f"{self.owner.namespace}/{self.owner.name}"
+        entries = inputs.cache_entries(
+            dag, self.states or {}, plan.jobs, plan.changed, execution, now
+        )
         if entries:
             await self.ctx.store.cache(self.owner.namespace, entries)
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from dagwright.core import expr, inputs, sweeps
 from dagwright.core.failures import Failure, of_pod, retried
 from dagwright.core.graph import Dag, build_dag
-from dagwright.core.reconcile import CacheHit, Snapshot, StartPod, reconcile, rerun
+from dagwright.core.inputs import CacheHit
+from dagwright.core.reconcile import StartPod, rerun
 from dagwright.core.spec import DAGExecutionSpec, RetryOn, RetryPolicy, Shutdown
 from dagwright.core.state import ExecutionPhase, JobPhase, JobState, PodObservation, PodPhase
 from dagwright.errors import InvalidDag
@@ -41,44 +42,7 @@ class PipelineWorld(World):
     """Pods that write their outputs: a succeeded attempt's message names its
     job and attempt; a failed one's says "failed" (never to be taken)."""
 
-    cache: dict[str, CacheHit | None]
     values: dict[str, Any]
-
-    def step(self) -> Any:
-        plan = reconcile(
-            Snapshot(
-                self.dag,
-                self.jobs,
-                self.pods,
-                self.now,
-                self.parallelism,
-                self.suspend,
-                self.shutdown,
-                cache=getattr(self, "cache", {}),
-            )
-        )
-        for name in plan.lookups:
-            self.cache.setdefault(name, None)
-        if plan.lookups:
-            return self.step_again(plan)
-        return self.apply(plan)
-
-    def step_again(self, plan: Any) -> Any:
-        return self.step()
-
-    def apply(self, plan: Any) -> Any:
-        self.jobs = plan.jobs  # what the starts are checked against
-        for action in plan.actions:
-            if isinstance(action, StartPod):
-                self.check_start(action)
-                self._create(action)
-            elif hasattr(action, "force"):
-                pod = self.pods.get((action.job, action.attempt))
-                if pod is not None and pod.alive:
-                    self.pods[(action.job, action.attempt)] = replace(pod, deleting=True)
-        self.jobs = plan.jobs
-        self.plan = plan
-        return plan
 
     def check_start(self, action: StartPod) -> None:
         job = self.dag.jobs[action.job]
@@ -121,7 +85,6 @@ class PipelineWorld(World):
 
 def world(dag: Dag, **kwargs: Any) -> PipelineWorld:
     w = PipelineWorld(dag, **kwargs)
-    w.cache = {}
     w.values = {}
     return w
 

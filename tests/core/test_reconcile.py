@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from dagwright.core.attempts import ended
 from dagwright.core.graph import Dag, build_dag
+from dagwright.core.inputs import CacheHit
 from dagwright.core.reconcile import (
     DeletePod,
     Emit,
@@ -58,21 +59,31 @@ class World:
     started: list[tuple[str, int, float]] = field(default_factory=list)
     events: list[Emit] = field(default_factory=list)
     plan: Plan | None = None
+    # Cached jobs' lookups: a hit, or None (a job looked up and not here misses).
+    cache: dict[str, CacheHit | None] = field(default_factory=dict)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            self.dag,
+            self.jobs,
+            self.pods,
+            self.now,
+            self.parallelism,
+            self.suspend,
+            self.shutdown,
+            cache=self.cache,
+        )
 
     def step(self) -> Plan:
-        plan = reconcile(
-            Snapshot(
-                self.dag,
-                self.jobs,
-                self.pods,
-                self.now,
-                self.parallelism,
-                self.suspend,
-                self.shutdown,
-            )
-        )
+        plan = reconcile(self.snapshot())
+        if plan.lookups:  # the shell looks them up, then decides again
+            for name in plan.lookups:
+                self.cache.setdefault(name, None)
+            plan = reconcile(self.snapshot())
+        self.jobs = plan.jobs  # what the starts are checked against
         for action in plan.actions:
             if isinstance(action, StartPod):
+                self.check_start(action)
                 self._create(action)
             elif isinstance(action, DeletePod):
                 pod = self.pods.get((action.job, action.attempt))
@@ -88,6 +99,9 @@ class World:
         self.plan = plan
         self.check()
         return plan
+
+    def check_start(self, action: StartPod) -> None:
+        """Invariants of a start beyond ``_create``'s (subclasses add theirs)."""
 
     def _create(self, action: StartPod) -> None:
         key = (action.job, action.attempt)
