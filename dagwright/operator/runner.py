@@ -405,14 +405,7 @@ class ExecutionRunner:
     ) -> dict[str, JobState]:
         states = await self.ctx.store.load(self.owner.uid)
         if states:
-            # Which retry was applied is kept with the states, fenced: the
-            # status's retried is a report anyone can edit.
-            self.publisher.retried = await self.ctx.store.applied_retry(self.owner.uid)
             return states
-        # Lost (or expired with a finished execution): the status is all there
-        # is, believed no further than the spec asks.
-        assert self.spec is not None
-        self.publisher.retried = min(self.publisher.retried, self.spec.retry)
         # Nothing in Redis: a first run, or Redis lost it. The pods and the
         # status record (never the status's phases, a report) are the record.
         assert self.spec is not None
@@ -436,9 +429,9 @@ class ExecutionRunner:
         assert self.states is not None
         assert self.dag is not None
         reset = rerun(self.states, self.dag.finally_jobs)
-        # The resets and the retry they apply, in one fenced write.
-        await self.ctx.store.save(self.owner.uid, epoch, reset, retried=retry)
-        self.states = {**self.states, **reset}
+        if reset:
+            await self.ctx.store.save(self.owner.uid, epoch, reset)
+            self.states = {**self.states, **reset}
         await self.ctx.store.expire(self.owner.uid, epoch, 0)
         self.publisher.retried = retry
         self.publisher.event(
@@ -474,12 +467,10 @@ def ended(body: Mapping[str, Any]) -> bool:
 
 
 def retry_pending(body: Mapping[str, Any]) -> bool:
-    """``spec.retry`` differs from what the status says was applied: a retry
-    to apply, or a status someone edited (the runner then decides from the
-    count kept with the job states, and puts the report right)."""
+    """``spec.retry`` raised beyond what the status says was applied."""
     asked = (body.get("spec") or {}).get("retry") or 0
     done = (body.get("status") or {}).get("retried") or 0
-    return not (isinstance(asked, int) and isinstance(done, int) and asked == done)
+    return isinstance(asked, int) and isinstance(done, int) and asked > done
 
 
 def _job_names(body: Mapping[str, Any]) -> list[str]:

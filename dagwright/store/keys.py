@@ -5,8 +5,7 @@ Redis credentials). Nothing else spells a key.
 Per execution, keyed by the DAGExecution's UID (a deleted and re-created
 execution of the same name never sees old state):
 
-- ``dw:x:{uid}:jobs``         HASH job name -> JobState JSON, and ``!retried``: the
-                              spec.retry applied (no job can be named so)
+- ``dw:x:{uid}:jobs``         HASH job name -> JobState JSON
 - ``dw:x:{uid}:lease``        owner instance id, with a TTL
 - ``dw:x:{uid}:epoch``        fencing token, incremented on every change of owner
 - ``dw:x:{uid}:ckpt:{job}``   the job's latest checkpoint (any attempt)
@@ -101,9 +100,6 @@ def heartbeat(uid: str, job: str) -> str:
 
 
 # --- per pool ----------------------------------------------------------------------
-
-
-RETRIED_FIELD = "!retried"
 
 
 def events(uid: str) -> str:

@@ -153,28 +153,13 @@ class Store:
         raw = cast(
             Mapping[str, str], await self.redis.hgetall(keys.jobs(uid))
         )  # decode_responses=True
-        return {
-            name: JobState.from_json(json.loads(value))
-            for name, value in raw.items()
-            if name != keys.RETRIED_FIELD
-        }
+        return {name: JobState.from_json(json.loads(value)) for name, value in raw.items()}
 
-    async def applied_retry(self, uid: str) -> int:
-        """The ``spec.retry`` last applied to the execution (0: none), as kept
-        with its job states: the status's ``retried`` is only its report."""
-        raw = await self.redis.hget(keys.jobs(uid), keys.RETRIED_FIELD)
-        return int(raw) if raw else 0
-
-    async def save(
-        self, uid: str, epoch: int, states: Mapping[str, JobState], retried: int | None = None
-    ) -> None:
-        """Write job states (and, with them, the retry applied) if ``epoch``
-        is still current; FencedOut otherwise."""
+    async def save(self, uid: str, epoch: int, states: Mapping[str, JobState]) -> None:
+        """Write job states if ``epoch`` is still current; FencedOut otherwise."""
         items = list(states.items())
         for start in range(0, max(len(items), 1), _SAVE_BATCH):
             args: list[str | int] = [epoch]
-            if start == 0 and retried is not None:
-                args += [keys.RETRIED_FIELD, retried]
             for name, state in items[start : start + _SAVE_BATCH]:
                 args += [name, json.dumps(state.to_json(), separators=(",", ":"))]
             if not await self._save(keys=[keys.epoch(uid), keys.jobs(uid)], args=args):

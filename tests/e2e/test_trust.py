@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dagwright.devcluster.nodes import SIM_DURATION, SIM_EXIT_CODE
+from dagwright.devcluster.nodes import SIM_DURATION
 from dagwright.devcluster.processes import free_port
 from dagwright.devcluster.redis_server import RedisServer
 from dagwright.names import GROUP, OWNER_EPOCH_ANNOTATION, VERSION
@@ -265,41 +265,6 @@ async def test_a_hand_edited_status_phase_does_not_end_the_run(
         obj = await wait_phase(kube, namespace, "liar", "Succeeded", within=30)
     assert obj["status"]["progress"] == "2/2"
     history.check_never_twice()
-
-
-@pytest.mark.usefixtures("operator")
-async def test_a_hand_edited_status_retried_neither_hides_nor_fakes_a_retry(
-    kube: client.ApiClient, core: client.CoreV1Api, namespace: str, pools: Pools
-) -> None:
-    await pools.create(["cpu"])
-    jobs = [
-        {"name": "bad", "retries": 0, "annotations": {SIM_DURATION: "300ms", SIM_EXIT_CODE: "3"}}
-    ]
-    await create_execution(kube, namespace, "edited", dag(jobs))
-    await wait_phase(kube, namespace, "edited", "Failed", within=60)
-
-    async def retried_is(value: int) -> bool | None:
-        obj = await get_execution(kube, namespace, "edited")
-        return (obj["status"].get("retried") or 0) == value or None
-
-    async def attempts() -> int:
-        listed = await core.list_namespaced_pod(namespace, label_selector="dagwright.io/job=bad")
-        return len(listed.items)
-
-    # A status claiming retries that never happened is put right, and reruns nothing.
-    await merge_patch(kube, namespace, "edited", {"status": {"retried": 7}}, status=True)
-    await wait_for("the status's retried put back to 0", lambda: retried_is(0), within=30)
-    assert await attempts() == 1
-    # A status claiming the coming retry was done does not hide it.
-    await merge_patch(kube, namespace, "edited", {"status": {"retried": 1}}, status=True)
-    await patch_spec(kube, namespace, "edited", {"retry": 1})
-
-    async def rerun() -> bool | None:
-        return await attempts() == 2 or None
-
-    await wait_for("the failed job's second attempt", rerun, within=60)
-    await wait_phase(kube, namespace, "edited", "Failed", within=60)
-    await wait_for("retried 1", lambda: retried_is(1), within=30)
 
 
 # 7. Spec edits mid-run ---------------------------------------------------------------------
